@@ -1,0 +1,3 @@
+from vlmdet.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,33 @@
+"""Shared fixtures: offline tiny models and a small synthetic dataset, built once per session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # the suite must never touch a hub
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """``tiny_model_dir(family)`` -> folder of an offline tiny model, cached for the session."""
+    from vlmdet.models.tiny import build_tiny_model
+
+    cache: dict[str, object] = {}
+
+    def get(family: str = "qwen2_5_vl"):
+        if family not in cache:
+            cache[family] = build_tiny_model(family, tmp_path_factory.mktemp(f"tiny_{family}"))
+        return cache[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory):
+    """A small synthetic COCO dataset (train 24 / val 8 / test 8), seed 3."""
+    from vlmdet.data.synth import write_synthetic_coco
+
+    return write_synthetic_coco(tmp_path_factory.mktemp("synth"), seed=3, splits={"train": 24, "val": 8, "test": 8})

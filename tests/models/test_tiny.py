@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+from vlmdet.models.tiny import TINY_INFO_FILE
+
+FAMILIES = {
+    "qwen2_5_vl": ("Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor"),
+    "qwen3_vl": ("Qwen3VLForConditionalGeneration", "Qwen3VLProcessor"),
+}
+
+
+def _chat(processor, text: str, images: list[Image.Image]):
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    return processor(images=images, text=[prompt] * len(images), return_tensors="pt", padding=True)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_loads_offline_with_real_classes(family, tiny_model_dir):
+    path = tiny_model_dir(family)
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    processor = AutoProcessor.from_pretrained(path)
+    assert type(model).__name__ == FAMILIES[family][0]
+    assert type(processor).__name__ == FAMILIES[family][1]
+    assert type(processor.tokenizer).__name__ == "Qwen2Tokenizer"
+    assert processor.video_processor is not None  # the Qwen processors need torchvision's video processor
+    info = json.loads((path / TINY_INFO_FILE).read_text())
+    assert info["family"] == family and info["parameters"] == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_special_token_ids_and_patch_sizes_agree(family, tiny_model_dir):
+    path = tiny_model_dir(family)
+    config = AutoConfig.from_pretrained(path)
+    tok = AutoProcessor.from_pretrained(path).tokenizer
+    ip = AutoProcessor.from_pretrained(path).image_processor
+    tid = tok.convert_tokens_to_ids
+    assert config.image_token_id == tid("<|image_pad|>")
+    assert config.video_token_id == tid("<|video_pad|>")
+    assert config.vision_start_token_id == tid("<|vision_start|>")
+    assert config.vision_end_token_id == tid("<|vision_end|>")
+    assert config.text_config.eos_token_id == tok.eos_token_id == tid("<|im_end|>")
+    assert config.text_config.pad_token_id == tok.pad_token_id == tid("<|endoftext|>")
+    assert config.text_config.bos_token_id == tid("<|endoftext|>")
+    assert config.text_config.vocab_size == len(tok)
+    assert ip.patch_size == config.vision_config.patch_size
+    assert ip.merge_size == config.vision_config.spatial_merge_size
+    assert ip.temporal_patch_size == config.vision_config.temporal_patch_size
+    # every special token is one token, never split
+    for t in ["<|im_start|>", "<|im_end|>", "<|image_pad|>", "<|vision_start|>"]:
+        assert tok.tokenize(t) == [t]
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_digits_tokenize_one_by_one(family, tiny_model_dir):
+    tok = AutoProcessor.from_pretrained(tiny_model_dir(family)).tokenizer
+    pieces = tok.tokenize('{"bbox_2d": [12, 345, 6, 7890]}')
+    digit_pieces = [p for p in pieces if any(c.isdigit() for c in p)]
+    assert digit_pieces and all(len(p) == 1 for p in digit_pieces), pieces
+    text = '[{"bbox_2d": [12, 345, 6, 7890], "label": "circle"}]'
+    assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_forward_backward_and_generate(family, tiny_model_dir):
+    path = tiny_model_dir(family)
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    processor = AutoProcessor.from_pretrained(path)
+    images = [Image.new("RGB", (112 + 8 * i, 100), (200, 40 * i, 30)) for i in range(8)]
+    batch = _chat(processor, "Detect the circle.", images)
+    n_image_tokens = int((batch["input_ids"] == model.config.image_token_id).sum())
+    assert n_image_tokens == int(batch["image_grid_thw"].prod(-1).sum()) // processor.image_processor.merge_size**2
+    batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    model.train()
+    loss = model(**batch).loss
+    assert torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+    vision_grads = [p.grad for n, p in model.named_parameters() if "visual" in n]
+    assert any(float(g.abs().sum()) > 0 for g in vision_grads), "no gradient reached the vision tower"
+
+    model.eval()
+    one = _chat(processor, "Detect the circle.", images[:1])
+    out = model.generate(**one, max_new_tokens=6, do_sample=False)
+    assert out.shape[0] == 1 and out.shape[1] > one["input_ids"].shape[1]
