@@ -1,0 +1,167 @@
+"""The codec contract: original-pixel boxes <-> the exact text a model family writes.
+
+A codec is pure: ``encode(boxes, labels, image_wh) -> str`` and
+``decode(text, image_wh) -> Decoded``. ``boxes`` are always ``(n, 4)`` float ``xyxy`` pixels of
+the *original* image and ``image_wh`` is that image's ``(width, height)``; each codec converts to
+its family's space (resized pixels, 0-1000, 1024 or 1000 bins) and back.
+
+``decode`` never raises. Whatever the text — junk, truncated JSON, code fences, prose around the
+answer, swapped corners, values off the image — it returns the boxes it can recover (corners
+ordered, clipped to the image, empty ones dropped) and sets ``failed`` when the text did not
+follow the format cleanly, so callers can count a parse-failure rate.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Decoded:
+    """What a codec recovered from one model answer.
+
+    Attributes:
+        boxes: ``(n, 4)`` float64 ``xyxy`` in original-image pixels, clipped to the image.
+        labels: ``n`` label strings, stripped.
+        failed: the text was not a clean answer in the codec's format (nothing parseable, a
+            truncated or malformed structure, or items that had to be skipped).
+        skipped: number of items seen but unusable (bad numbers, no label, empty after clipping).
+
+    Unpacks as ``boxes, labels = codec.decode(text, image_wh)``.
+    """
+
+    boxes: np.ndarray
+    labels: list[str]
+    failed: bool = False
+    skipped: int = 0
+    raw: str = field(default="", repr=False)
+
+    def __iter__(self) -> Iterator[Any]:
+        yield self.boxes
+        yield self.labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def empty_boxes() -> np.ndarray:
+    return np.zeros((0, 4), dtype=np.float64)
+
+
+def as_boxes(boxes: Any) -> np.ndarray:
+    """``boxes`` as a float64 ``(n, 4)`` array (accepts lists, tuples, ``(0,)`` empties)."""
+    arr = np.asarray(boxes, dtype=np.float64)
+    if arr.size == 0:
+        return empty_boxes()
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ValueError(f"boxes must have shape (n, 4) xyxy, got {arr.shape}")
+    return arr
+
+
+def check_image_wh(image_wh: Sequence[float]) -> tuple[int, int]:
+    w, h = (int(v) for v in image_wh)
+    if w <= 0 or h <= 0:
+        raise ValueError(f"image_wh must be positive (width, height), got {tuple(image_wh)}")
+    return w, h
+
+
+def finish(
+    raw_boxes: Iterable[Sequence[float]],
+    labels: Iterable[str],
+    image_wh: tuple[int, int],
+    failed: bool,
+    skipped: int,
+    text: str,
+) -> Decoded:
+    """Order corners, clip to the image, drop non-finite or empty boxes (counted as skipped)."""
+    w, h = image_wh
+    keep_boxes: list[list[float]] = []
+    keep_labels: list[str] = []
+    for box, label in zip(raw_boxes, labels):
+        try:
+            x1, y1, x2, y2 = (float(v) for v in box)
+        except (TypeError, ValueError):
+            skipped += 1
+            continue
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+            skipped += 1
+            continue
+        x1, x2 = sorted((min(max(x1, 0.0), w), min(max(x2, 0.0), w)))
+        y1, y2 = sorted((min(max(y1, 0.0), h), min(max(y2, 0.0), h)))
+        if x2 <= x1 or y2 <= y1:
+            skipped += 1
+            continue
+        keep_boxes.append([x1, y1, x2, y2])
+        keep_labels.append(str(label).strip())
+    boxes = np.asarray(keep_boxes, dtype=np.float64) if keep_boxes else empty_boxes()
+    return Decoded(boxes, keep_labels, failed=failed or skipped > 0, skipped=skipped, raw=text)
+
+
+class Codec(ABC):
+    """Base class; see the module docstring for the contract."""
+
+    name: str = "codec"
+
+    @abstractmethod
+    def encode(self, boxes: Any, labels: Sequence[str], image_wh: Sequence[int]) -> str:
+        """The exact target text for ``boxes`` (original pixels) and ``labels``, in this family's format."""
+
+    @abstractmethod
+    def _decode(self, text: str, image_wh: tuple[int, int]) -> Decoded:
+        """Parse ``text``; may raise — :meth:`decode` turns any exception into a failed result."""
+
+    @abstractmethod
+    def step(self, image_wh: Sequence[int]) -> tuple[float, float]:
+        """One quantisation step of this codec, in original pixels along (x, y)."""
+
+    def settings(self) -> dict[str, Any]:
+        """Constructor settings, saved beside a trained model so later commands rebuild this codec."""
+        return {}
+
+    def decode(self, text: Any, image_wh: Sequence[int]) -> Decoded:
+        """Recover boxes (original pixels) and labels from a model answer. Never raises."""
+        try:
+            wh = check_image_wh(image_wh)
+        except Exception:  # noqa: BLE001 - a decoder never raises, even on a bad size
+            return Decoded(empty_boxes(), [], failed=True, raw=str(text))
+        if not isinstance(text, str):
+            return Decoded(empty_boxes(), [], failed=True, raw=repr(text))
+        try:
+            return self._decode(text, wh)
+        except Exception:  # noqa: BLE001 - junk of any shape must give "no boxes", not a crash
+            return Decoded(empty_boxes(), [], failed=True, raw=text)
+
+    #: substrings a label may not contain because they would make the target text ambiguous
+    forbidden_in_labels: tuple[str, ...] = ()
+
+    def check_labels(self, boxes: np.ndarray, labels: Sequence[str]) -> None:
+        """Encode-side validation: one non-empty, stripped label per box, nothing that breaks the format."""
+        if len(boxes) != len(labels):
+            raise ValueError(f"{len(boxes)} boxes but {len(labels)} labels")
+        for label in labels:
+            if not isinstance(label, str) or not label.strip() or label != label.strip():
+                raise ValueError(f"label {label!r} must be a non-empty string without surrounding spaces")
+            bad = [s for s in self.forbidden_in_labels if s in label]
+            if bad:
+                raise ValueError(f"label {label!r} contains {bad[0]!r}, which the {self.name} format cannot carry; rename the class")
+
+
+def quantize_pair(lo: float, hi: float, q, top: int) -> tuple[int, int]:
+    """Quantise a (lo, hi) interval with ``q`` and keep it at least one step wide.
+
+    A box thinner than one step would otherwise encode to zero width and vanish on decode; widening
+    it by one step keeps the round-trip error within one quantisation step.
+    """
+    a, b = q(lo), q(hi)
+    if b <= a:
+        if a < top:
+            b = a + 1
+        else:
+            a = b - 1
+    return a, b

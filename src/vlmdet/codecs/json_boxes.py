@@ -1,0 +1,169 @@
+"""JSON box lists: Qwen2.5-VL (resized pixels), Qwen3-VL and generic chat VLMs (0–1000).
+
+Target text (Qwen style, as the Instruct models answer grounding prompts)::
+
+    ```json
+    [
+    	{"bbox_2d": [34, 12, 88, 70], "label": "circle"},
+    	{"bbox_2d": [5, 40, 31, 66], "label": "star"}
+    ]
+    ```
+
+The generic ``json`` codec writes the same list on one line without the fence (fewer tokens for a
+model with no prior habit). Decoding accepts both, with or without fence, prose around it,
+trailing commas, truncation (complete objects before the cut are kept), ``bbox``/``box`` keys and
+numbers written as strings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+from vlmdet.codecs.base import Codec, Decoded, as_boxes, check_image_wh, finish, quantize_pair
+
+_BOX_KEYS = ("bbox_2d", "bbox", "box", "bbox2d")
+_LABEL_KEYS = ("label", "name", "class", "category")
+_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)(?:```|$)", re.S)
+_DECODER = json.JSONDecoder()
+
+
+def _round(v: float) -> int:
+    return int(math.floor(v + 0.5))
+
+
+def _items_from_text(text: str) -> tuple[list[Any], bool]:
+    """JSON items in ``text`` and whether that needed salvage (not one clean JSON list/object)."""
+    m = _FENCE.search(text)
+    body = m.group(1).strip() if m else text.strip()
+    if body.startswith("{"):
+        try:
+            data = json.loads(body)
+            if isinstance(data, dict):
+                return [data], False
+        except ValueError:
+            pass
+    start, end = body.find("["), body.rfind("]")
+    first_brace = body.find("{")
+    # A '[' that comes after the first '{' belongs to an object (a bbox), not to the answer list.
+    if start != -1 and end > start and not (first_brace != -1 and first_brace < start):
+        try:
+            data = json.loads(body[start : end + 1])
+            if isinstance(data, list):
+                return data, False
+        except ValueError:
+            pass
+    # Salvage: every complete {...} object anywhere in the text, in order.
+    items: list[Any] = []
+    pos = first_brace
+    while pos != -1:
+        try:
+            obj, stop = _DECODER.raw_decode(body, pos)
+        except ValueError:
+            pos = body.find("{", pos + 1)
+            continue
+        if isinstance(obj, dict):
+            items.append(obj)
+        pos = body.find("{", stop)
+    return items, True
+
+
+def _box_and_label(item: Any) -> tuple[list[float], str] | None:
+    if not isinstance(item, dict):
+        return None
+    box = next((item[k] for k in _BOX_KEYS if k in item), None)
+    label = next((item[k] for k in _LABEL_KEYS if k in item), None)
+    if not isinstance(box, (list, tuple)) or len(box) != 4 or label is None or isinstance(label, (dict, list)):
+        return None
+    try:
+        values = [float(v) for v in box]
+    except (TypeError, ValueError):
+        return None
+    return values, str(label)
+
+
+class JsonBoxCodec(Codec):
+    """``[{"bbox_2d": [x1, y1, x2, y2], "label": ...}]`` in one of two coordinate spaces.
+
+    Args:
+        space: ``"resized_pixels"`` (Qwen2.5-VL: integer pixels of the image after
+            ``smart_resize(h, w, factor, min_pixels, max_pixels)``) or ``"rel1000"`` (Qwen3-VL and
+            generic VLMs: ``round(x / width * 1000)``).
+        fenced: wrap the list in a ```` ```json ```` fence, one object per line (Qwen's own habit).
+        factor, min_pixels, max_pixels: the resize rules of the model's processor (resized space
+            only); take them from the processor (``family.codec_settings(processor)``).
+    """
+
+    def __init__(
+        self,
+        space: str = "rel1000",
+        fenced: bool = True,
+        factor: int = 28,
+        min_pixels: int = 56 * 56,
+        max_pixels: int = 28 * 28 * 1280,
+        name: str = "json",
+    ) -> None:
+        if space not in ("resized_pixels", "rel1000"):
+            raise ValueError(f"unknown JSON box space {space!r}; use resized_pixels or rel1000")
+        self.space, self.fenced = space, fenced
+        self.factor, self.min_pixels, self.max_pixels = int(factor), int(min_pixels), int(max_pixels)
+        self.name = name
+
+    def settings(self) -> dict[str, Any]:
+        if self.space == "resized_pixels":
+            return {"factor": self.factor, "min_pixels": self.min_pixels, "max_pixels": self.max_pixels}
+        return {}
+
+    def model_wh(self, image_wh: Sequence[int]) -> tuple[int, int]:
+        """Size of the space the model writes in: the smart-resized ``(w, h)``, or ``(1000, 1000)``."""
+        w, h = check_image_wh(image_wh)
+        if self.space == "rel1000":
+            return 1000, 1000
+        if max(w, h) / min(w, h) > 200:
+            raise ValueError(
+                f"image {w}x{h} has an aspect ratio over 200, which the Qwen-VL processor refuses; crop or pad it"
+            )
+        rh, rw = smart_resize(h, w, factor=self.factor, min_pixels=self.min_pixels, max_pixels=self.max_pixels)
+        return rw, rh
+
+    def step(self, image_wh: Sequence[int]) -> tuple[float, float]:
+        w, h = check_image_wh(image_wh)
+        mw, mh = self.model_wh((w, h))
+        return w / mw, h / mh
+
+    def encode(self, boxes: Any, labels: Sequence[str], image_wh: Sequence[int]) -> str:
+        arr = as_boxes(boxes)
+        self.check_labels(arr, labels)
+        w, h = check_image_wh(image_wh)
+        mw, mh = self.model_wh((w, h))
+        objs = []
+        for (x1, y1, x2, y2), label in zip(arr, labels):
+            qx1, qx2 = quantize_pair(x1, x2, lambda v: min(max(_round(v * mw / w), 0), mw), mw)
+            qy1, qy2 = quantize_pair(y1, y2, lambda v: min(max(_round(v * mh / h), 0), mh), mh)
+            objs.append(json.dumps({"bbox_2d": [qx1, qy1, qx2, qy2], "label": label}, ensure_ascii=False))
+        if not self.fenced:
+            return "[" + ", ".join(objs) + "]"
+        if not objs:
+            return "```json\n[]\n```"
+        return "```json\n[\n" + ",\n".join("\t" + o for o in objs) + "\n]\n```"
+
+    def _decode(self, text: str, image_wh: tuple[int, int]) -> Decoded:
+        w, h = image_wh
+        items, salvaged = _items_from_text(text)
+        mw, mh = self.model_wh(image_wh)
+        boxes, labels, skipped = [], [], 0
+        for item in items:
+            parsed = _box_and_label(item)
+            if parsed is None:
+                skipped += 1
+                continue
+            (x1, y1, x2, y2), label = parsed
+            boxes.append([x1 / mw * w, y1 / mh * h, x2 / mw * w, y2 / mh * h])
+            labels.append(label)
+        nothing = not items and not re.search(r"\[\s*\]", text)
+        return finish(boxes, labels, image_wh, failed=salvaged or nothing, skipped=skipped, text=text)

@@ -1,0 +1,116 @@
+"""Location-token codecs: PaliGemma (``<locDDDD>``, 1024 bins, y first) and Florence-2 (``<loc_D>``).
+
+PaliGemma target (prompt ``detect circle ; star``)::
+
+    <loc0102><loc0230><loc0511><loc0640> circle ; <loc0700><loc0012><loc0900><loc0210> star
+
+    bin = round(v / size * 1024), clamped to 1023; decoded as bin / 1024 * size — the convention of
+    big_vision's evaluators and of supervision's ``from_paligemma``.
+
+Florence-2 target (task ``<OD>``)::
+
+    circle<loc_230><loc_102><loc_640><loc_511>star<loc_12><loc_700><loc_210><loc_900>
+
+    bin = floor(v / size * 1000), clamped to 999; decoded at the bin centre (bin + 0.5) / 1000 * size
+    — exactly ``Florence2PostProcessor.quantize`` / ``dequantize`` in transformers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from vlmdet.codecs.base import Codec, Decoded, as_boxes, check_image_wh, finish, quantize_pair
+
+_PALI_OBJ = re.compile(r"((?:<loc\d{4}>){4})\s*([^;<]*)")
+_PALI_LOC = re.compile(r"<loc(\d{4})>")
+_FLO_LOC = re.compile(r"<loc_(\d+)>")
+_FLO_OBJ = re.compile(r"([^<]*?)((?:<loc_\d+>){4,})")
+
+
+class PaliGemmaCodec(Codec):
+    name = "paligemma"
+    bins = 1024
+    forbidden_in_labels = (";", "<")
+
+    def step(self, image_wh: Sequence[int]) -> tuple[float, float]:
+        w, h = check_image_wh(image_wh)
+        return w / self.bins, h / self.bins
+
+    def _bin(self, v: float, size: int) -> int:
+        return min(max(int(math.floor(v / size * self.bins + 0.5)), 0), self.bins - 1)
+
+    def encode(self, boxes: Any, labels: Sequence[str], image_wh: Sequence[int]) -> str:
+        arr = as_boxes(boxes)
+        self.check_labels(arr, labels)
+        w, h = check_image_wh(image_wh)
+        parts = []
+        for (x1, y1, x2, y2), label in zip(arr, labels):
+            bx1, bx2 = quantize_pair(x1, x2, lambda v: self._bin(v, w), self.bins - 1)
+            by1, by2 = quantize_pair(y1, y2, lambda v: self._bin(v, h), self.bins - 1)
+            locs = "".join(f"<loc{b:04d}>" for b in (by1, bx1, by2, bx2))
+            parts.append(f"{locs} {label}")
+        return " ; ".join(parts)
+
+    def _decode(self, text: str, image_wh: tuple[int, int]) -> Decoded:
+        w, h = image_wh
+        boxes, labels, skipped = [], [], 0
+        for m in _PALI_OBJ.finditer(text):
+            y1, x1, y2, x2 = (int(v) for v in _PALI_LOC.findall(m.group(1)))
+            label = m.group(2).strip()
+            if not label:
+                skipped += 1
+                continue
+            boxes.append([x1 / self.bins * w, y1 / self.bins * h, x2 / self.bins * w, y2 / self.bins * h])
+            labels.append(label)
+        n_locs = len(_PALI_LOC.findall(text))
+        failed = n_locs != 4 * (len(boxes) + skipped) or (not boxes and text.strip() not in ("", "<eos>"))
+        return finish(boxes, labels, image_wh, failed=failed, skipped=skipped, text=text)
+
+
+class Florence2Codec(Codec):
+    name = "florence2"
+    bins = 1000
+    forbidden_in_labels = ("<",)
+
+    def step(self, image_wh: Sequence[int]) -> tuple[float, float]:
+        w, h = check_image_wh(image_wh)
+        return w / self.bins, h / self.bins
+
+    def _bin(self, v: float, size: int) -> int:
+        return min(max(int(math.floor(v / (size / self.bins))), 0), self.bins - 1)
+
+    def encode(self, boxes: Any, labels: Sequence[str], image_wh: Sequence[int]) -> str:
+        arr = as_boxes(boxes)
+        self.check_labels(arr, labels)
+        w, h = check_image_wh(image_wh)
+        parts = []
+        for (x1, y1, x2, y2), label in zip(arr, labels):
+            bx1, bx2 = quantize_pair(x1, x2, lambda v: self._bin(v, w), self.bins - 1)
+            by1, by2 = quantize_pair(y1, y2, lambda v: self._bin(v, h), self.bins - 1)
+            parts.append(f"{label}<loc_{bx1}><loc_{by1}><loc_{bx2}><loc_{by2}>")
+        return "".join(parts)
+
+    def _decode(self, text: str, image_wh: tuple[int, int]) -> Decoded:
+        w, h = image_wh
+        text_clean = text.replace("<s>", "").replace("</s>", "").replace("<pad>", "")
+        bw, bh = w / self.bins, h / self.bins
+        boxes, labels, skipped = [], [], 0
+        for m in _FLO_OBJ.finditer(text_clean):
+            label = m.group(1).strip()
+            locs = [int(v) for v in _FLO_LOC.findall(m.group(2))]
+            # Like Florence2PostProcessor: one phrase may carry several boxes (groups of 4 locs).
+            for i in range(0, len(locs) - len(locs) % 4, 4):
+                x1, y1, x2, y2 = locs[i : i + 4]
+                if not label:
+                    skipped += 1
+                    continue
+                boxes.append([(x1 + 0.5) * bw, (y1 + 0.5) * bh, (x2 + 0.5) * bw, (y2 + 0.5) * bh])
+                labels.append(label)
+            skipped += 1 if len(locs) % 4 else 0
+        # Every <loc_> must belong to a complete group of four after a label.
+        used = 4 * (len(boxes) + skipped)
+        failed = len(_FLO_LOC.findall(text_clean)) > used or (not boxes and text_clean.strip() != "")
+        return finish(boxes, labels, image_wh, failed=failed, skipped=skipped, text=text)

@@ -1,0 +1,121 @@
+"""YOLO (Ultralytics layout): ``data.yaml`` + ``images/`` + ``labels/*.txt`` (class cx cy w h, 0..1).
+
+Written here rather than with ``supervision.DetectionDataset.from_yolo`` because vlmdet must name
+the label file and line of a malformed row, count clipped boxes and reject class ids outside
+``names`` — supervision's loader drops that information. Conventions follow Ultralytics: a label
+path swaps the last ``/images/`` for ``/labels/`` and the extension for ``.txt``; a missing label
+file is a negative image; a row with more than 5 values is a polygon (its extent is the box);
+labels are in the EXIF-oriented frame (as Ultralytics and annotation tools show images).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from vlmdet.data.readers.common import ReadOptions, handle, make_sample
+from vlmdet.data.sample import DataError, DetectionDataset, ReadReport, UnknownClassError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def _label_path(image: Path) -> Path:
+    parts = list(image.parts)
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            break
+    return Path(*parts).with_suffix(".txt")
+
+
+def _list_images(entry: str | list, root: Path) -> list[Path]:
+    entries = entry if isinstance(entry, list) else [entry]
+    images: list[Path] = []
+    for e in entries:
+        p = (root / e) if not Path(e).is_absolute() else Path(e)
+        if p.is_dir():
+            images += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.suffix == ".txt" and p.is_file():
+            for line in p.read_text().splitlines():
+                if line.strip():
+                    q = Path(line.strip())
+                    images.append(q if q.is_absolute() else (root / q))
+        else:
+            raise DataError(f"YOLO split entry {e!r} (resolved to {p}) is neither an image folder nor a .txt list")
+    return images
+
+
+def _parse_labels(path: Path, names: list[str]) -> tuple[np.ndarray, list[str]]:
+    boxes, labels = [], []
+    if not path.is_file():
+        return np.zeros((0, 4)), []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        fields = line.split()
+        try:
+            values = [float(v) for v in fields]
+        except ValueError:
+            raise DataError(f"{where}: not numbers: {line.strip()!r}. Each row is 'class cx cy w h' (normalised 0..1).") from None
+        if len(values) < 5 or (len(values) > 5 and len(values) % 2 == 0):
+            raise DataError(f"{where}: expected 'class cx cy w h' or 'class x1 y1 x2 y2 ...' (polygon), got {len(values)} values")
+        cls = values[0]
+        if cls != int(cls) or not (0 <= int(cls) < len(names)):
+            raise UnknownClassError(f"{where}: class id {fields[0]} is not in data.yaml names (0..{len(names) - 1}); fix the label or add the name")
+        if len(values) == 5:
+            cx, cy, w, h = values[1:]
+            boxes.append([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+        else:
+            xs, ys = values[1::2], values[2::2]
+            boxes.append([min(xs), min(ys), max(xs), max(ys)])
+        labels.append(names[int(cls)])
+    return np.array(boxes, dtype=np.float64).reshape(-1, 4), labels
+
+
+def read_yolo(data_yaml: str | Path, split: str = "train", options: ReadOptions | None = None) -> DetectionDataset:
+    """Read split ``split`` (``train``/``val``/``test``) of an Ultralytics-style YOLO dataset."""
+    opts = options or ReadOptions()
+    yaml_path = Path(data_yaml)
+    if not yaml_path.is_file():
+        raise DataError(f"YOLO data.yaml not found: {yaml_path}")
+    try:
+        cfg = yaml.safe_load(yaml_path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise DataError(f"{yaml_path}: invalid YAML ({exc})") from None
+    names = cfg.get("names")
+    if isinstance(names, dict):
+        names = [names[k] for k in sorted(names)]
+    if not names:
+        raise DataError(f"{yaml_path}: no 'names' list of classes")
+    names = [str(n) for n in names]
+    if split not in cfg:
+        raise DataError(f"{yaml_path}: no '{split}' split (has: {', '.join(k for k in ('train', 'val', 'test') if k in cfg)})")
+    root = Path(cfg.get("path") or yaml_path.parent)
+    if not root.is_absolute():
+        root = yaml_path.parent / root
+    report = ReadReport(source=f"{yaml_path} [{split}]")
+    samples = []
+    for image in _list_images(cfg[split], root):
+        label_file = _label_path(image)
+        where = f"{label_file} (image {image})"
+        try:
+            rel_boxes, labels = _parse_labels(label_file, names)
+            samples.append(
+                make_sample(
+                    sample_id=f"{split}/{image.name}",
+                    where=where,
+                    image_path=image,
+                    boxes=rel_boxes,
+                    labels=labels,
+                    normalized_fmt="xyxy",
+                    opts=opts,
+                    report=report,
+                )
+            )
+        except DataError as exc:
+            handle(exc, where, opts, report)
+    classes = list(opts.classes) if opts.classes is not None else names
+    return DetectionDataset(samples, classes, report, name=str(yaml_path))

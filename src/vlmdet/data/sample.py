@@ -1,0 +1,186 @@
+"""The one sample type every reader produces, and the report of what reading had to fix.
+
+A :class:`Sample` is an image plus boxes as ``xyxy`` float pixels of the *original* image (after
+EXIF orientation is applied, i.e. the image as a viewer shows it), their class names, and
+optionally a referring phrase for grounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+
+class DataError(ValueError):
+    """Bad input data. The message names the file, the sample and the fix."""
+
+
+class UnknownClassError(DataError):
+    """A label outside a closed class set: a configuration mistake, never skipped silently."""
+
+
+@dataclass
+class Sample:
+    """One image and its annotation.
+
+    Attributes:
+        id: stable identifier, unique within its dataset (e.g. ``"val/annotations.json#17"``).
+        image_wh: ``(width, height)`` of the image as the model will see it (EXIF applied).
+        boxes: ``(n, 4)`` float64 ``xyxy`` pixels of that image.
+        labels: ``n`` class names (for grounding: the phrase, once per box).
+        iscrowd: ``(n,)`` bool; COCO crowd regions — ignored by metrics, never trained as targets.
+        phrase: the referring expression of a grounding sample, else ``None``.
+        source: where it came from, for error messages (file and line / image id).
+        image_path: file to load; or ``image_loader`` for in-memory data (HF datasets).
+        exif: whether to apply EXIF orientation when loading (readers decide; default yes).
+    """
+
+    id: str
+    image_wh: tuple[int, int]
+    boxes: np.ndarray
+    labels: list[str]
+    iscrowd: np.ndarray | None = None
+    phrase: str | None = None
+    source: str = ""
+    image_path: Path | None = None
+    image_loader: Callable[[], Image.Image] | None = field(default=None, repr=False)
+    exif: bool = True
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4)
+        if self.iscrowd is None:
+            self.iscrowd = np.zeros(len(self.boxes), dtype=bool)
+        self.iscrowd = np.asarray(self.iscrowd, dtype=bool).reshape(-1)
+        if not (len(self.boxes) == len(self.labels) == len(self.iscrowd)):
+            raise DataError(f"{self.source or self.id}: {len(self.boxes)} boxes, {len(self.labels)} labels, {len(self.iscrowd)} crowd flags")
+
+    def load_image(self) -> Image.Image:
+        """The RGB image, EXIF orientation applied (when ``exif``), sized ``image_wh``."""
+        from vlmdet.data.images import open_rgb
+
+        if self.image_loader is not None:
+            img = self.image_loader()
+            img = img.convert("RGB") if img.mode != "RGB" else img
+        elif self.image_path is not None:
+            img = open_rgb(self.image_path, exif=self.exif)
+        else:
+            raise DataError(f"{self.source or self.id}: the sample has neither an image file nor a loader")
+        if img.size != tuple(self.image_wh):
+            raise DataError(
+                f"{self.source or self.id}: image is {img.size[0]}x{img.size[1]} but was read as "
+                f"{self.image_wh[0]}x{self.image_wh[1]}; the file changed after reading — read the dataset again"
+            )
+        return img
+
+    @property
+    def targets(self) -> tuple[np.ndarray, list[str]]:
+        """Boxes and labels a model is trained to write: everything but crowd regions."""
+        keep = ~self.iscrowd
+        return self.boxes[keep], [label for label, k in zip(self.labels, keep) if k]
+
+
+@dataclass
+class ReadReport:
+    """What a reader fixed, dropped or skipped; printed at the end of every read."""
+
+    source: str = ""
+    images: int = 0
+    boxes: int = 0
+    clipped: int = 0
+    dropped_empty: int = 0
+    crowd: int = 0
+    exif_transformed: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def add_skip(self, where: str, reason: str) -> None:
+        self.skipped.append((where, reason))
+
+    def merge(self, other: "ReadReport") -> None:
+        for name in ("images", "boxes", "clipped", "dropped_empty", "crowd", "exif_transformed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.skipped.extend(other.skipped)
+
+    def summary(self, max_skips: int = 5) -> str:
+        parts = [f"{self.images} images", f"{self.boxes} boxes"]
+        for name, text in (
+            ("clipped", "boxes clipped to the image"),
+            ("dropped_empty", "zero/negative-area boxes dropped"),
+            ("crowd", "crowd regions (ignored as targets)"),
+            ("exif_transformed", "images whose boxes were rotated with their EXIF orientation"),
+        ):
+            if getattr(self, name):
+                parts.append(f"{getattr(self, name)} {text}")
+        text = f"{self.source}: " + "; ".join(parts)
+        if self.skipped:
+            text += f"; {len(self.skipped)} images skipped:"
+            shown = self.skipped[:max_skips]
+            text += "".join(f"\n  - {reason}" for _, reason in shown)
+            if len(self.skipped) > len(shown):
+                text += f"\n  ... and {len(self.skipped) - len(shown)} more"
+        return text
+
+
+@dataclass
+class DetectionDataset:
+    """Samples of one split plus its class list (closed-set order) and read report."""
+
+    samples: list[Sample]
+    classes: list[str]
+    report: ReadReport = field(default_factory=ReadReport)
+    name: str = ""
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self.samples)
+
+    def __getitem__(self, i: int) -> Sample:
+        return self.samples[i]
+
+    def subset(self, indices: Sequence[int]) -> "DetectionDataset":
+        return DetectionDataset([self.samples[i] for i in indices], list(self.classes), self.report, self.name)
+
+
+def clean_boxes(
+    boxes: np.ndarray,
+    image_wh: tuple[int, int],
+    report: ReadReport,
+) -> np.ndarray:
+    """Clip ``(n, 4)`` xyxy boxes to the image; return the keep-mask of boxes with positive area.
+
+    Boxes partly outside are clipped (counted in ``report.clipped``); zero/negative-area boxes,
+    including those entirely outside, are dropped (``report.dropped_empty``).
+    """
+    w, h = image_wh
+    if len(boxes) == 0:
+        return np.zeros(0, dtype=bool)
+    finite = np.isfinite(boxes).all(axis=1)
+    clipped = boxes.copy()
+    clipped[:, [0, 2]] = np.clip(clipped[:, [0, 2]], 0, w)
+    clipped[:, [1, 3]] = np.clip(clipped[:, [1, 3]], 0, h)
+    keep = finite & (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    changed = keep & (np.abs(clipped - np.where(np.isfinite(boxes), boxes, 0)) > 1e-9).any(axis=1)
+    report.clipped += int(changed.sum())
+    report.dropped_empty += int((~keep).sum())
+    boxes[:] = np.where(np.isfinite(boxes), clipped, 0)
+    return keep
+
+
+def check_classes(labels: Sequence[str], classes: Sequence[str] | None, where: str) -> None:
+    """Closed-set runs: every label must be one of ``classes``, or a clear error names it."""
+    if classes is None:
+        return
+    known = set(classes)
+    for label in labels:
+        if label not in known:
+            raise UnknownClassError(
+                f"{where}: unknown class {label!r} (closed set: {', '.join(classes)}). "
+                f"Add it to `classes` in your config, or fix the annotation."
+            )
