@@ -71,7 +71,7 @@ def test_deterministic_for_a_seed(tmp_path):
     assert _digest(a) != _digest(c)
     # an image depends on (seed, split, index) only: a bigger split starts with the same images
     d = write_synthetic_coco(tmp_path / "d", seed=11, splits={"train": 8})
-    assert (a / "train/images/000005.png").read_bytes() == (d / "train/images/000005.png").read_bytes()
+    assert (a / "train/images/000005.jpg").read_bytes() == (d / "train/images/000005.jpg").read_bytes()
 
 
 @pytest.mark.parametrize(

@@ -93,7 +93,9 @@ class JsonBoxCodec(Codec):
     Args:
         space: ``"resized_pixels"`` (Qwen2.5-VL: integer pixels of the image after
             ``smart_resize(h, w, factor, min_pixels, max_pixels)``) or ``"rel1000"`` (Qwen3-VL and
-            generic VLMs: ``round(x / width * 1000)``).
+            generic VLMs: ``round(x / width * 1000)``). ``"original_pixels"`` exists only to
+            reproduce the classic mistake (targets in the original image's pixels) in ablations
+            and ``doctor`` tests.
         fenced: wrap the list in a ```` ```json ```` fence, one object per line (Qwen's own habit).
         factor, min_pixels, max_pixels: the resize rules of the model's processor (resized space
             only); take them from the processor (``family.codec_settings(processor)``).
@@ -108,8 +110,8 @@ class JsonBoxCodec(Codec):
         max_pixels: int = 28 * 28 * 1280,
         name: str = "json",
     ) -> None:
-        if space not in ("resized_pixels", "rel1000"):
-            raise ValueError(f"unknown JSON box space {space!r}; use resized_pixels or rel1000")
+        if space not in ("resized_pixels", "rel1000", "original_pixels"):
+            raise ValueError(f"unknown JSON box space {space!r}; use resized_pixels, rel1000 or original_pixels")
         self.space, self.fenced = space, fenced
         self.factor, self.min_pixels, self.max_pixels = int(factor), int(min_pixels), int(max_pixels)
         self.name = name
@@ -124,6 +126,8 @@ class JsonBoxCodec(Codec):
         w, h = check_image_wh(image_wh)
         if self.space == "rel1000":
             return 1000, 1000
+        if self.space == "original_pixels":
+            return w, h
         if max(w, h) / min(w, h) > 200:
             raise ValueError(
                 f"image {w}x{h} has an aspect ratio over 200, which the Qwen-VL processor refuses; crop or pad it"

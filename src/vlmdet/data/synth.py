@@ -5,7 +5,7 @@
     data/
       dataset.json               # the settings and class list used
       train/annotations.json     # COCO: images, annotations (xywh pixels), categories
-      train/images/000000.png
+      train/images/000000.jpg       # (or .png with image_format="png")
       val/...  test/...
 
 Each image has its own size (non-square, ``min_side``..``max_side``), 0..``max_objects`` shapes
@@ -43,7 +43,9 @@ class SynthConfig:
     min_object_frac: float = 0.18
     max_object_frac: float = 0.45
     max_overlap: float = 0.1
+    rotate: bool = True  # False: squares and crosses axis-aligned, triangles and stars upright
     noise: float = 6.0
+    image_format: str = "jpg"  # "jpg" (quality 92: small and fast, like most real datasets) or "png"
     seed: int = 0
     splits: dict[str, int] = field(default_factory=lambda: {"train": 200, "val": 50, "test": 50})
 
@@ -53,6 +55,8 @@ class SynthConfig:
             raise ValueError(f"unknown synthetic shape(s) {unknown}; available: {', '.join(SHAPES)}")
         if not self.classes:
             raise ValueError("a synthetic set needs at least one class")
+        if self.image_format not in ("jpg", "png"):
+            raise ValueError(f"image_format must be jpg or png, got {self.image_format!r}")
         if not (8 <= self.min_side <= self.max_side):
             raise ValueError(f"need 8 <= min_side <= max_side, got {self.min_side}, {self.max_side}")
         if not (0 <= self.min_objects <= self.max_objects):
@@ -124,7 +128,7 @@ def render_image(cfg: SynthConfig, rng: np.random.Generator) -> tuple[Image.Imag
             size = rng.uniform(cfg.min_object_frac, cfg.max_object_frac) * side
             r = size / 2
             cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
-            angle = float(rng.uniform(0, 2 * math.pi))
+            angle = float(rng.uniform(0, 2 * math.pi)) if cfg.rotate else 0.0
             if shape == "circle":
                 pts = None
                 box = np.array([cx - r, cy - r, cx + r, cy + r])
@@ -167,8 +171,11 @@ def write_synthetic_coco(out_dir: str | Path, cfg: SynthConfig | None = None, **
         images, annotations = [], []
         for i in range(count):
             img, objects = render_image(cfg, _rng(cfg.seed, split, i))
-            name = f"{i:06d}.png"
-            img.save(split_dir / "images" / name)
+            name = f"{i:06d}.{cfg.image_format}"
+            if cfg.image_format == "jpg":
+                img.save(split_dir / "images" / name, quality=92)
+            else:
+                img.save(split_dir / "images" / name)
             images.append({"id": i + 1, "file_name": name, "width": img.width, "height": img.height})
             for box, label in objects:
                 x1, y1, x2, y2 = box

@@ -33,6 +33,11 @@ class TinySpec:
     vision_heads: int = 2
     vision_intermediate_size: int = 128
     vocab_size: int = 1000
+    # Rotary base of the language model. Tiny models use a small one: with head_dim 32, Qwen's
+    # M-RoPE gives the width axis the lowest frequencies, and at base 10 000 those barely turn over
+    # a 4-8 token image grid, leaving the model nearly blind to x positions.
+    rope_theta: float = 10.0
+    mrope_section: tuple[int, ...] | None = None  # (t, h, w) frequency pairs; None = family default
     min_pixels: int = 56 * 56
     max_pixels: int = 128 * 128
     class_names: tuple[str, ...] = ()
@@ -70,4 +75,5 @@ class Family:
     build_tiny: Callable[[Path, TinySpec], Path]
     codec_settings: Callable[[Any], dict[str, Any]] = field(default=lambda processor: {})
     architecture: Literal["causal", "seq2seq"] = "causal"
+    auto_class: str = "AutoModelForImageTextToText"  # transformers class that loads it
     description: str = ""

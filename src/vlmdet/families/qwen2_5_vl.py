@@ -44,8 +44,10 @@ def build_tiny(out: Path, spec: TinySpec) -> Path:
     head_dim = spec.hidden_size // spec.num_heads
     # M-RoPE splits head_dim / 2 rotary frequencies into (temporal, height, width) sections, which
     # must add up exactly; the real 7B uses [16, 24, 24] for head_dim 128 — same 1:1.5:1.5 shape.
-    quarter = head_dim // 2
-    mrope = [quarter - 2 * (3 * quarter // 8), 3 * quarter // 8, 3 * quarter // 8]
+    half = head_dim // 2
+    mrope = list(spec.mrope_section) if spec.mrope_section else [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8]
+    if sum(mrope) != half:
+        raise ValueError(f"mrope_section {mrope} must sum to head_dim / 2 = {half}")
     config = Qwen2_5_VLConfig(
         text_config=dict(
             vocab_size=len(tokenizer),
@@ -55,7 +57,7 @@ def build_tiny(out: Path, spec: TinySpec) -> Path:
             num_attention_heads=spec.num_heads,
             num_key_value_heads=spec.num_kv_heads,
             max_position_embeddings=32768,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
+            rope_parameters={"rope_type": "default", "rope_theta": float(spec.rope_theta), "mrope_section": mrope},
             bos_token_id=ids["bos_token_id"],
             eos_token_id=ids["eos_token_id"],
             pad_token_id=ids["pad_token_id"],

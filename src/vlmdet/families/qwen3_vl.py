@@ -41,7 +41,9 @@ def build_tiny(out: Path, spec: TinySpec) -> Path:
     # every third slot; the real models use [24, 20, 20] for head_dim 128.
     half = head_dim // 2
     hw = (half * 5) // 16
-    mrope = [half - 2 * hw, hw, hw]
+    mrope = list(spec.mrope_section) if spec.mrope_section else [half - 2 * hw, hw, hw]
+    if sum(mrope) != half or 3 * mrope[1] > half:
+        raise ValueError(f"mrope_section {mrope} must sum to head_dim / 2 = {half}, with 3 * h <= {half}")
     depth = spec.vision_depth
     config = Qwen3VLConfig(
         text_config=dict(
@@ -55,7 +57,7 @@ def build_tiny(out: Path, spec: TinySpec) -> Path:
             max_position_embeddings=32768,
             rope_parameters={
                 "rope_type": "default",
-                "rope_theta": 5000000.0,
+                "rope_theta": float(spec.rope_theta),
                 "mrope_section": mrope,
                 "mrope_interleaved": True,
             },

@@ -1,0 +1,143 @@
+"""Samples -> TRL rows: the prompt builder and the family's codec, applied in one place.
+
+:class:`TaskSettings` is everything needed to turn a Sample into a prompt and a target, and a model
+answer back into boxes: the family, its codec settings, the prompt style, the task and the class
+list. It is saved beside a trained model as ``vlmdet.json`` so that ``eval``, ``predict`` and
+``doctor`` rebuild exactly the prompts and coordinate space the model was trained with.
+
+A TRL row (prompt/completion, conversational)::
+
+    {"images": [<PIL image>],
+     "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]}],
+     "completion": [{"role": "assistant", "content": [{"type": "text", "text": TARGET}]}]}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlmdet.codecs import Codec, Decoded, get_codec
+from vlmdet.data.sample import Sample
+from vlmdet.prompts import Task, build_prompt
+
+SETTINGS_FILE = "vlmdet.json"
+
+
+def canonical_order(boxes: np.ndarray, labels: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Objects in reading order (top to bottom, then left to right) — one fixed order per image,
+    so the model is never penalised for listing the same objects in another order."""
+    if len(boxes) == 0:
+        return boxes, labels
+    order = np.lexsort((boxes[:, 0], boxes[:, 1]))
+    return boxes[order], [labels[i] for i in order]
+
+
+@dataclass
+class TaskSettings:
+    """How prompts and targets are made for one model (saved as ``vlmdet.json``).
+
+    Attributes:
+        family: model family name (``vlmdet.families``).
+        codec_settings: extra codec settings (Qwen2.5-VL: factor, min_pixels, max_pixels).
+        task: ``detect`` (closed set: all ``classes`` in every prompt), ``detect_named`` (the
+            prompt names the sample's classes) or ``ground`` (the sample's phrase).
+        classes: the closed class set, in prompt order.
+        max_new_tokens: generation budget for an answer.
+        target_space: ``"model"`` (always, in real use). ``"original"`` writes targets in the original
+            image's pixels — the classic coordinate mistake — for ablations and ``doctor`` tests only;
+            decoding still assumes the model's space, as any inference code would.
+    """
+
+    family: str
+    codec_settings: dict[str, Any] = field(default_factory=dict)
+    task: str = "detect"
+    classes: list[str] = field(default_factory=list)
+    max_new_tokens: int = 256
+    target_space: str = "model"
+
+    @property
+    def family_spec(self):
+        from vlmdet.families import get_family
+
+        return get_family(self.family)
+
+    @property
+    def codec(self) -> Codec:
+        if not hasattr(self, "_codec"):
+            self._codec = get_codec(self.family_spec.codec, **self.codec_settings)
+        return self._codec
+
+    @classmethod
+    def for_model(cls, family: str, processor: Any, **kwargs: Any) -> "TaskSettings":
+        """Settings for a freshly loaded model: codec settings are read off its processor."""
+        from vlmdet.families import get_family
+
+        return cls(family=family, codec_settings=get_family(family).codec_settings(processor), **kwargs)
+
+    @property
+    def target_codec(self) -> Codec:
+        """The codec targets are written with (the model's own unless ``target_space="original"``)."""
+        if self.target_space == "model":
+            return self.codec
+        if self.target_space != "original":
+            raise ValueError(f"target_space must be 'model' or 'original', got {self.target_space!r}")
+        from vlmdet.codecs.json_boxes import JsonBoxCodec
+
+        return JsonBoxCodec(space="original_pixels", fenced=getattr(self.codec, "fenced", True), name="original_pixels")
+
+    def task_for(self, sample: Sample) -> Task:
+        if self.task == "ground" or sample.phrase is not None:
+            if not sample.phrase:
+                raise ValueError(f"{sample.source}: a grounding task needs a phrase on every sample")
+            return Task("ground", phrase=sample.phrase)
+        if self.task == "detect_named":
+            names = tuple(dict.fromkeys(sample.targets[1])) or tuple(self.classes)
+            return Task("detect_named", names)
+        return Task("detect", tuple(self.classes))
+
+    def prompt(self, sample: Sample) -> str:
+        return build_prompt(self.task_for(sample), self.family_spec.prompt_style)
+
+    def target(self, sample: Sample) -> str:
+        """The exact text the model is trained to write for ``sample`` (crowd regions excluded)."""
+        boxes, labels = canonical_order(*sample.targets)
+        try:
+            return self.target_codec.encode(boxes, labels, sample.image_wh)
+        except ValueError as exc:
+            raise ValueError(f"{sample.source}: cannot encode the target ({exc})") from None
+
+    def decode(self, text: str, sample_or_wh: Sample | tuple[int, int]) -> Decoded:
+        wh = sample_or_wh.image_wh if isinstance(sample_or_wh, Sample) else sample_or_wh
+        return self.codec.decode(text, wh)
+
+    def prompt_messages(self, sample: Sample) -> list[dict[str, Any]]:
+        return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.prompt(sample)}]}]
+
+    def row(self, sample: Sample, image: Any | None = None) -> dict[str, Any]:
+        """The TRL prompt/completion row of ``sample`` (image loaded unless given)."""
+        return {
+            "images": [image if image is not None else sample.load_image()],
+            "prompt": self.prompt_messages(sample),
+            "completion": [{"role": "assistant", "content": [{"type": "text", "text": self.target(sample)}]}],
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, out_dir: str | Path) -> Path:
+        path = Path(out_dir) / SETTINGS_FILE
+        path.write_text(json.dumps(self.to_dict(), indent=2))
+        return path
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> "TaskSettings | None":
+        path = Path(model_dir) / SETTINGS_FILE
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text())
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__ and not k.startswith("_")})

@@ -1,0 +1,133 @@
+"""mAP equals pycocotools' COCOeval to 1e-6 on generated cases: images without ground truth,
+crowd regions, categories without ground truth, duplicate predictions, empty prediction files."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from vlmdet.cli import main
+from vlmdet.metrics import DetectionMetrics
+from vlmdet.metrics.cocofile import STAT_NAMES, score_results_file
+
+CATS = ["cat", "dog", "bird", "fish"]  # "fish" never has ground truth
+
+
+def make_case(seed: int, empty_preds: bool = False):
+    rng = np.random.default_rng(seed)
+    images, anns, dets = [], [], []
+    for img_id in range(1, int(rng.integers(3, 9)) + 1):
+        w, h = int(rng.integers(50, 400)), int(rng.integers(50, 400))
+        images.append({"id": img_id, "width": w, "height": h, "file_name": f"{img_id}.png"})
+        n_gt = 0 if rng.random() < 0.2 else int(rng.integers(1, 6))  # some images without ground truth
+        gts = []
+        for _ in range(n_gt):
+            x, y = rng.uniform(0, w - 10), rng.uniform(0, h - 10)
+            bw, bh = rng.uniform(4, w - x), rng.uniform(4, h - y)
+            cat = int(rng.integers(1, 4))  # 1..3, never 4
+            crowd = int(rng.random() < 0.1)
+            anns.append({"id": len(anns) + 1, "image_id": img_id, "category_id": cat, "bbox": [x, y, bw, bh], "area": bw * bh, "iscrowd": crowd})
+            gts.append((x, y, bw, bh, cat))
+        if empty_preds:
+            continue
+        for x, y, bw, bh, cat in gts:  # noisy copies of the truth, sometimes with the wrong class
+            if rng.random() < 0.8:
+                jitter = rng.normal(0, 0.1, 4) * [bw, bh, bw, bh]
+                c = cat if rng.random() < 0.85 else int(rng.integers(1, 5))
+                box = [max(0.0, x + jitter[0]), max(0.0, y + jitter[1]), max(1.0, bw + jitter[2]), max(1.0, bh + jitter[3])]
+                dets.append({"image_id": img_id, "category_id": c, "bbox": box, "score": float(rng.choice([1.0, rng.random()]))})
+                if rng.random() < 0.2:  # duplicate prediction
+                    dets.append(dict(dets[-1]))
+        for _ in range(int(rng.integers(0, 3))):  # false positives, some of a class with no ground truth
+            x, y = rng.uniform(0, w - 5), rng.uniform(0, h - 5)
+            dets.append({"image_id": img_id, "category_id": int(rng.integers(1, 5)), "bbox": [x, y, rng.uniform(2, w - x), rng.uniform(2, h - y)], "score": float(rng.random())})
+    gt = {"images": images, "annotations": anns, "categories": [{"id": i + 1, "name": n} for i, n in enumerate(CATS)]}
+    return gt, dets
+
+
+def reference_stats(gt_path, dets) -> np.ndarray:
+    """pycocotools, the reference way (an empty result set gets an empty COCO, as loadRes cannot)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_path))
+        if dets:
+            dt = gt.loadRes(dets)
+        else:
+            dt = COCO()
+            dt.dataset = {"images": gt.dataset["images"], "categories": gt.dataset["categories"], "annotations": []}
+            dt.createIndex()
+        ev = COCOeval(gt, dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return np.array(ev.stats)
+
+
+@pytest.mark.parametrize("seed", range(30))
+@pytest.mark.parametrize("empty", [False, True])
+def test_results_file_scoring_equals_pycocotools(tmp_path, seed, empty):
+    gt, dets = make_case(seed, empty_preds=empty)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "res.json").write_text(json.dumps(dets))
+    ours = score_results_file(tmp_path / "gt.json", tmp_path / "res.json")
+    ref = reference_stats(tmp_path / "gt.json", dets)
+    np.testing.assert_allclose([ours[k] for k in STAT_NAMES], ref, atol=1e-6)
+    assert ours["per_class_ap"]["fish"] == -1.0  # no ground truth: undefined, as COCOeval says
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_detection_metrics_from_samples_equal_pycocotools(tmp_path, seed):
+    """The update/compute path (xyxy boxes + class names, as vlmdet eval feeds it) gives the same mAP."""
+    gt, dets = make_case(seed)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    ref = reference_stats(tmp_path / "gt.json", dets)
+    metrics = DetectionMetrics(CATS)
+    name = {i + 1: n for i, n in enumerate(CATS)}
+    for im in gt["images"]:
+        g = [a for a in gt["annotations"] if a["image_id"] == im["id"]]
+        d = [x for x in dets if x["image_id"] == im["id"]]
+        xyxy = lambda b: [b[0], b[1], b[0] + b[2], b[1] + b[3]]  # noqa: E731
+        metrics.update(
+            (im["width"], im["height"]),
+            np.array([xyxy(a["bbox"]) for a in g]).reshape(-1, 4),
+            [name[a["category_id"]] for a in g],
+            np.array([xyxy(x["bbox"]) for x in d]).reshape(-1, 4),
+            [name[x["category_id"]] for x in d],
+            scores=[x["score"] for x in d],
+            iscrowd=np.array([a["iscrowd"] for a in g], dtype=bool),
+        )
+    r = metrics.compute()
+    ours = [r.map, r.map50, r.map75, r.map_small, r.map_medium, r.map_large, None, None, r.ar100]
+    np.testing.assert_allclose([v for v in ours if v is not None], [ref[i] for i, v in enumerate(ours) if v is not None], atol=1e-6)
+
+
+def test_metrics_command_prints_json(tmp_path, capsys):
+    gt, dets = make_case(3)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "res.json").write_text(json.dumps(dets))
+    assert main(["metrics", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "res.json")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["map"] == pytest.approx(reference_stats(tmp_path / "gt.json", dets)[0], abs=1e-6)
+
+
+def test_metrics_command_bad_input(tmp_path, capsys):
+    gt, _ = make_case(1)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "res.json").write_text(json.dumps([{"image_id": 999, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}]))
+    assert main(["metrics", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "res.json")]) == 2
+    assert "image ids [999]" in capsys.readouterr().err
+    (tmp_path / "res.json").write_text('{"not": "a list"}')
+    assert main(["metrics", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "res.json")]) == 2
+
+
+def test_mean_iou_and_grounding_accuracy():
+    m = DetectionMetrics(None)  # grounding: one class, Acc@0.5 on the first box
+    m.update((100, 100), np.array([[0, 0, 10, 10]]), ["the cat"], np.array([[0, 0, 10, 20]]), ["the cat"])  # IoU 0.5
+    m.update((100, 100), np.array([[50, 50, 60, 60]]), ["a dog"], np.zeros((0, 4)), [], parse_failed=True)
+    r = m.compute()
+    assert r.acc50 == 0.5 and r.mean_iou == pytest.approx(0.5) and r.parse_failure_rate == 0.5
