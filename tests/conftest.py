@@ -31,3 +31,30 @@ def synth_dir(tmp_path_factory):
     from vlmdet.data.synth import write_synthetic_coco
 
     return write_synthetic_coco(tmp_path_factory.mktemp("synth"), seed=3, splits={"train": 24, "val": 8, "test": 8})
+
+
+FAST_TRAIN = [
+    "finetune=full",
+    "learning_rate=2e-3",
+    "warmup_steps=0",
+    "per_device_train_batch_size=8",
+    "gradient_checkpointing=false",
+    "logging_steps=5",
+    "eval.max_samples=4",
+    "eval.batch_size=4",
+]
+
+
+@pytest.fixture(scope="session")
+def short_run(tmp_path_factory, tiny_model_dir, synth_dir):
+    """A 30-step full fine-tune of the tiny Qwen2.5-VL on the synthetic set (TrainResult)."""
+    from vlmdet.train.config import load_config
+    from vlmdet.train.recipe import train
+
+    out = tmp_path_factory.mktemp("short_run")
+    cfg = load_config(
+        None,
+        [f"model={tiny_model_dir('qwen2_5_vl')}", f"data={synth_dir}", f"output_dir={out}", "max_steps=30",
+         "eval_steps=30", "eval_on_start=true", "save_steps=1000", *FAST_TRAIN],
+    )
+    return train(cfg)

@@ -1,0 +1,88 @@
+"""The training collator: TRL's prompt/completion path, plus the checks it does not make.
+
+TRL's ``DataCollatorForVisionLanguageModeling`` already builds completion-only labels for
+prompt/completion rows (prompt, image and pad tokens are -100; the target text and the end-of-turn
+tokens are trained), so vlmdet uses it. It wraps it for three reasons:
+
+* TRL truncates at ``max_length`` (cutting image tokens or the target); vlmdet never truncates and
+  raises an error naming the sample instead;
+* the number of image tokens must equal the number of image features (a mismatch is the
+  "image features and image tokens do not match" crash, found here with the sample's name);
+* pixel values are cast to the model's dtype (bf16 training feeds bf16 pixels).
+
+Example::
+
+    >>> collate = DetectionCollator(processor, dtype=torch.float32)
+    >>> batch = collate([settings.row(sample) | {"id": sample.id} for sample in samples])
+    >>> batch["labels"]  # -100 everywhere except the target text and "<|im_end|>\\n"
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+class SequenceTooLongError(ValueError):
+    """A sample does not fit ``max_length`` and would have to be truncated."""
+
+
+@dataclass
+class DetectionCollator:
+    """Collate TRL prompt/completion rows (with an optional ``"id"`` per row) into a training batch.
+
+    Args:
+        processor: the model's processor.
+        max_length: longest allowed sequence (``None``: no limit). Longer rows raise
+            :class:`SequenceTooLongError` naming the sample: lower ``max_pixels`` or raise the limit.
+        dtype: floating dtype for pixel values (the model's).
+        image_token_id: id of the image placeholder token (checked against the features).
+        completion_only: ``True`` (always, in real use). ``False`` trains every non-pad token —
+            prompt and image tokens included — the classic collator mistake, kept for ablations
+            and ``doctor`` tests.
+    """
+
+    processor: Any
+    max_length: int | None = None
+    dtype: torch.dtype = torch.float32
+    image_token_id: int | None = None
+    completion_only: bool = True
+    _trl: Any = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+        self._trl = DataCollatorForVisionLanguageModeling(processor=self.processor, max_length=None, completion_only_loss=self.completion_only)
+        if self.image_token_id is None:
+            self.image_token_id = getattr(self.processor, "image_token_id", None)
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        ids = [r.get("id", f"row {i}") for i, r in enumerate(rows)]
+        clean = [{k: v for k, v in r.items() if k in ("images", "prompt", "completion")} for r in rows]
+        batch = self._trl(clean)
+        lengths = batch["attention_mask"].sum(dim=1)
+        if self.max_length is not None and int(lengths.max()) > self.max_length:
+            i = int(lengths.argmax())
+            raise SequenceTooLongError(
+                f"sample {ids[i]} needs {int(lengths[i])} tokens > max_length={self.max_length}; vlmdet never truncates "
+                f"(it would cut image tokens or the target). Lower max_pixels, or raise max_length."
+            )
+        self._check_image_tokens(batch, ids)
+        if "pixel_values" in batch and batch["pixel_values"].is_floating_point():
+            batch["pixel_values"] = batch["pixel_values"].to(self.dtype)
+        return batch
+
+    def _check_image_tokens(self, batch: dict[str, Any], ids: list[str]) -> None:
+        grid = batch.get("image_grid_thw")
+        if grid is None or self.image_token_id is None:
+            return
+        merge = getattr(self.processor.image_processor, "merge_size", 1) ** 2
+        expected = (grid.prod(dim=-1) // merge).tolist()
+        found = (batch["input_ids"] == self.image_token_id).sum(dim=1).tolist()
+        # one image per row: compare row by row
+        if len(expected) == len(found):
+            for i, (e, f) in enumerate(zip(expected, found)):
+                if e != f:
+                    raise ValueError(f"sample {ids[i]}: {f} image tokens in the text but {e} image features; the prompt was cut or the processor changed")

@@ -1,0 +1,68 @@
+"""Completion-only labels: the trained tokens decode to exactly the target text plus its end token."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoProcessor
+
+from vlmdet.data.readers import open_dataset
+from vlmdet.rows import TaskSettings
+from vlmdet.train.collator import DetectionCollator, SequenceTooLongError
+
+END_OF_TURN = {"qwen2_5_vl": "<|im_end|>\n", "qwen3_vl": "<|im_end|>\n"}
+
+
+@pytest.fixture(scope="module")
+def train_split(synth_dir):
+    return open_dataset(synth_dir, "train")
+
+
+@pytest.mark.parametrize("family", list(END_OF_TURN))
+def test_label_span_is_exactly_the_target(family, tiny_model_dir, train_split):
+    processor = AutoProcessor.from_pretrained(tiny_model_dir(family))
+    settings = TaskSettings.for_model(family, processor, classes=train_split.classes)
+    samples = train_split.samples[:6]
+    batch = DetectionCollator(processor)([settings.row(s) | {"id": s.id} for s in samples])
+    tok = processor.tokenizer
+    image_id = tok.convert_tokens_to_ids("<|image_pad|>")
+    for i, s in enumerate(samples):
+        labels, ids, mask = batch["labels"][i], batch["input_ids"][i], batch["attention_mask"][i]
+        trained = labels != -100
+        assert tok.decode(labels[trained]) == settings.target(s) + END_OF_TURN[family]
+        assert torch.equal(labels[trained], ids[trained])  # labels are the input ids themselves (shifted in the model)
+        assert not trained[ids == image_id].any(), "an image token is trained"
+        assert not trained[mask == 0].any(), "a pad token is trained"
+        # everything before the first trained token is the prompt, and none of it is trained
+        first = int(trained.nonzero()[0])
+        prompt_text = tok.decode(ids[:first][mask[:first] == 1])
+        assert prompt_text.endswith("<|im_start|>assistant\n") and settings.prompt(s) in prompt_text
+        # the trained span is contiguous: nothing in the middle of the target is masked
+        last = int(trained.nonzero()[-1])
+        assert trained[first : last + 1].all()
+
+
+def test_pixel_values_take_the_model_dtype(tiny_model_dir, train_split):
+    processor = AutoProcessor.from_pretrained(tiny_model_dir("qwen2_5_vl"))
+    settings = TaskSettings.for_model("qwen2_5_vl", processor, classes=train_split.classes)
+    batch = DetectionCollator(processor, dtype=torch.bfloat16)([settings.row(s) for s in train_split.samples[:2]])
+    assert batch["pixel_values"].dtype == torch.bfloat16
+
+
+def test_too_long_is_an_error_naming_the_sample_never_a_truncation(tiny_model_dir, train_split):
+    processor = AutoProcessor.from_pretrained(tiny_model_dir("qwen2_5_vl"))
+    settings = TaskSettings.for_model("qwen2_5_vl", processor, classes=train_split.classes)
+    rows = [settings.row(s) | {"id": s.source} for s in train_split.samples[:2]]
+    with pytest.raises(SequenceTooLongError, match=r"sample .*image id .* tokens > max_length=40.*never truncates"):
+        DetectionCollator(processor, max_length=40)(rows)
+
+
+def test_crowd_regions_are_not_targets(tiny_model_dir, train_split):
+    import numpy as np
+
+    processor = AutoProcessor.from_pretrained(tiny_model_dir("qwen2_5_vl"))
+    settings = TaskSettings.for_model("qwen2_5_vl", processor, classes=train_split.classes)
+    s = next(x for x in train_split.samples if len(x.boxes) >= 2)
+    crowd = s.__class__(**{**s.__dict__, "iscrowd": np.array([True] + [False] * (len(s.boxes) - 1))})
+    decoded = settings.decode(settings.target(crowd), crowd)
+    assert len(decoded.boxes) == len(s.boxes) - 1
