@@ -40,6 +40,59 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
+    from vlmdet.train.config import DEMO_CONFIG, load_config
+    from vlmdet.train.recipe import train
+
+    config = args.config
+    if config is None and not extra:
+        config = DEMO_CONFIG
+        print(f"[vlmdet] no arguments: running the offline demo ({config})", flush=True)
+    cfg = load_config(config, extra)
+    result = train(cfg)
+    if result.after and result.before and result.after.get("map50", 0) <= result.before.get("map50", 0):
+        print("[vlmdet] WARNING: the fine-tuned model is not better than the base on mAP50", file=sys.stderr)
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from vlmdet.evaluate import run_eval
+
+    run_eval(
+        args.model, args.data, split=args.split, out=args.out, batch_size=args.batch_size, compare=args.compare,
+        max_samples=args.max_samples, family=args.family, max_new_tokens=args.max_new_tokens, on_bad_data=args.on_bad_data,
+    )
+    return 0
+
+
+def _cmd_metrics(args: argparse.Namespace) -> int:
+    import json
+
+    from vlmdet.metrics.cocofile import score_results_file
+
+    print(json.dumps(score_results_file(args.gt, args.pred), indent=2))
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from vlmdet.predict.run import run_predict
+
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    run_predict(args.model, args.images, classes=classes, phrase=args.phrase, out=args.out, batch_size=args.batch_size, family=args.family)
+    return 0
+
+
+def _cmd_doctor(args: argparse.Namespace, extra: list[str]) -> int:
+    from vlmdet.doctor import run_doctor
+    from vlmdet.train.config import DEMO_CONFIG, load_config
+
+    cfg = load_config(args.config or (DEMO_CONFIG if not extra else None), extra)
+    results = run_doctor(cfg, out_dir=args.out, checks=args.checks.split(",") if args.checks else None)
+    failed = [r.name for r in results if not r.ok]
+    print(f"[vlmdet] doctor: {len(results) - len(failed)}/{len(results)} checks passed" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from vlmdet import __version__
     from vlmdet.families import FAMILIES
@@ -56,6 +109,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", default=None, help="comma-separated class names to include in the tokenizer corpus")
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(func=_cmd_tiny_model)
+
+    p = sub.add_parser(
+        "train",
+        help="fine-tune with TRL (no arguments: the offline demo)",
+        description="Fine-tune a VLM for detection. Settings: --config FILE.yaml plus key=value or --key value "
+        "overrides (any vlmdet setting, SFTConfig field or LoraConfig field; dotted keys like sft.learning_rate=1e-4). "
+        "With no arguments at all, runs the offline demo.",
+    )
+    p.add_argument("--config", default=None, help="YAML config (see configs/demo.yaml)")
+    p.set_defaults(func=_cmd_train, wants_extra=True)
+
+    p = sub.add_parser("eval", help="score a model on a dataset split: COCO mAP, IoU, parse failures, report + images")
+    p.add_argument("--model", required=True, help="trained vlmdet folder, adapter folder, base model folder or hub id")
+    p.add_argument("--data", required=True, help="dataset spec (COCO json, split folder, data.yaml, .jsonl, hf:<id>)")
+    p.add_argument("--split", default="val")
+    p.add_argument("--out", default="runs/eval")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--compare", default=None, help="a second model to evaluate on the same split, side by side")
+    p.add_argument("--max-samples", type=int, default=None)
+    p.add_argument("--family", default=None, help="override the family read from the model config")
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--on-bad-data", choices=["raise", "skip"], default="raise")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("metrics", help="score a COCO results file against COCO ground truth (pycocotools)")
+    p.add_argument("--gt", required=True, help="COCO annotations.json")
+    p.add_argument("--pred", required=True, help='COCO results: [{"image_id", "category_id", "bbox", "score"}]')
+    p.set_defaults(func=_cmd_metrics)
+
+    p = sub.add_parser("predict", help="detect on images: boxes as JSON (original pixels) + annotated images")
+    p.add_argument("--model", required=True)
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--classes", default=None, help="comma-separated classes to detect (default: the model's)")
+    p.add_argument("--phrase", default=None, help="ground this phrase instead of detecting classes")
+    p.add_argument("--out", default="runs/predict")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--family", default=None)
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("doctor", help="check labels, coordinates, gradients and overfitting for a train config")
+    p.add_argument("--config", default=None, help="the train config (default with no overrides: the demo's)")
+    p.add_argument("--out", default=None, help="where to write the HTML/PNG evidence (default: <output_dir>/doctor)")
+    p.add_argument("--checks", default=None, help="comma-separated subset of labels,coordinates,gradients,overfit")
+    p.set_defaults(func=_cmd_doctor, wants_extra=True)
 
     p = sub.add_parser("data", help="dataset utilities")
     dsub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
@@ -77,13 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    if extra and not getattr(args, "wants_extra", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if getattr(args, "wants_extra", False):
+            return int(args.func(args, extra) or 0)
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:  # user errors: one clear line, no traceback
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:  # user errors: one clear line, no traceback
         print(f"vlmdet {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,337 @@
+"""The four doctor checks, each with a verdict, the likely cause and the fix.
+
+1. labels      — one batch token by token: only the target text and its end-of-turn token may be
+                 trained; image tokens must match the image features.
+2. coordinates — the training target, decoded the way inference decodes it, must land on the
+                 ground-truth boxes within one quantisation step; drawn on the image as the model
+                 sees it (after resize) and on the original.
+3. gradients   — one optimizer step, then a second backward: every trainable parameter must get a
+                 finite, non-zero gradient (LoRA B starts at zero, so A only gets gradient after
+                 the first step — hence two).
+4. overfit     — a few dozen steps on one small batch: the loss must drop and greedy decoding must
+                 reproduce the target boxes.
+
+Everything is built exactly as ``vlmdet train`` builds it (same config, loader, trainable setup,
+collator, prompts and codec), so a pass here means the training run gets the same pieces.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlmdet.train.config import TrainConfig
+
+
+@dataclass
+class CheckResult:
+    name: str
+    ok: bool
+    summary: str
+    details: list[str] = field(default_factory=list)
+    cause: str = ""
+    fix: str = ""
+    files: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        head = f"[{'PASS' if self.ok else 'FAIL'}] {self.name}: {self.summary}"
+        out = [head] + [f"    {d}" for d in self.details]
+        if not self.ok:
+            out += [f"    likely cause: {self.cause}", f"    fix: {self.fix}"]
+        out += [f"    wrote {f}" for f in self.files]
+        return out
+
+
+@dataclass
+class DoctorContext:
+    cfg: TrainConfig
+    out: Path
+    model_src: str
+    family: Any
+    processor: Any
+    settings: Any
+    samples: list[Any]
+    images: dict[str, Any]
+
+
+def _load_model(ctx: DoctorContext):
+    from vlmdet.train.model import load_model, setup_trainable
+
+    model, _, _ = load_model(ctx.model_src, ctx.family.name, quantize_4bit=ctx.cfg.finetune == "qlora")
+    return setup_trainable(model, ctx.family, ctx.cfg)
+
+
+def _collator(ctx: DoctorContext, model: Any = None):
+    from vlmdet.train.collator import DetectionCollator
+
+    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point()) if model is not None else torch.float32
+    return DetectionCollator(ctx.processor, dtype=dtype, completion_only=ctx.cfg.labels == "completion")
+
+
+def _rows(ctx: DoctorContext, samples: list[Any]) -> list[dict[str, Any]]:
+    return [ctx.settings.row(s, ctx.images[s.id]) | {"id": s.source or s.id} for s in samples]
+
+
+def expected_completion(ctx: DoctorContext, sample: Any) -> str:
+    """The completion text the chat template appends after the prompt: target + end-of-turn tokens."""
+    tpl = ctx.processor.apply_chat_template
+    row = ctx.settings.row(sample, ctx.images[sample.id])
+    prompt = tpl(row["prompt"], add_generation_prompt=True)
+    full = tpl(row["prompt"] + row["completion"])
+    if not full.startswith(prompt):
+        return ctx.settings.target(sample)
+    return full[len(prompt) :]
+
+
+# ---------------------------------------------------------------- 1. labels
+def check_labels(ctx: DoctorContext) -> CheckResult:
+    from rich.console import Console
+    from rich.text import Text
+
+    tok = ctx.processor.tokenizer
+    samples = ctx.samples[:2]
+    try:
+        batch = _collator(ctx)(_rows(ctx, samples))
+    except ValueError as exc:
+        return CheckResult("labels", False, "the collator refused the batch", [str(exc)], "image tokens and image features disagree (truncation or a processor/model mismatch)", "never truncate (max_length: null); load processor and model from the same folder")
+    image_id = getattr(ctx.processor, "image_token_id", None)
+    problems, pages = [], []
+    console = Console(highlight=False)
+    for i, s in enumerate(samples):
+        ids, labels, mask = batch["input_ids"][i], batch["labels"][i], batch["attention_mask"][i]
+        trained = labels != -100
+        got = tok.decode(labels[trained]) if trained.any() else ""
+        want = expected_completion(ctx, s)
+        if got != want:
+            extra = "" if not got.endswith(want) else f" (also trained: {got[: len(got) - len(want)][-80:]!r})"
+            problems.append(f"{s.source or s.id}: trained text differs from the target + end token{extra}")
+        if image_id is not None and trained[ids == image_id].any():
+            problems.append(f"{s.source or s.id}: {int(trained[ids == image_id].sum())} image tokens are trained")
+        if trained[mask == 0].any():
+            problems.append(f"{s.source or s.id}: padding tokens are trained")
+        # token-by-token view: trained tokens on green; runs of image tokens collapsed
+        text, page, run = Text(), [], 0
+        pieces = tok.convert_ids_to_tokens(ids[mask == 1].tolist())
+        flags = trained[mask == 1].tolist()
+        words = [tok.convert_tokens_to_string([p]) for p in pieces]
+        for j, (piece, word, on) in enumerate(zip(pieces, words, flags)):
+            is_img = image_id is not None and piece == tok.convert_ids_to_tokens(image_id)
+            if is_img:
+                run += 1
+                nxt = j + 1 < len(pieces) and pieces[j + 1] == piece
+                if nxt:
+                    continue
+                word, run = f"<image x{run}>", 0
+            style = "black on green" if on else "dim"
+            text.append(word.replace("\n", "\\n\n"), style=style)
+            page.append(f'<span class="{"t" if on else "p"}">{html.escape(word)}</span>')
+        console.print(Text(f"--- sample {s.source or s.id} (trained tokens highlighted)", style="bold"))
+        console.print(text)
+        pages.append(f"<h3>{html.escape(s.source or s.id)}</h3><pre>{''.join(page)}</pre>")
+    path = ctx.out / "doctor_labels.html"
+    path.write_text(
+        "<html><head><style>.t{background:#7f7;font-weight:bold}.p{color:#888}pre{white-space:pre-wrap}</style></head><body>"
+        "<p>Green: trained tokens (labels). Grey: masked (-100).</p>" + "".join(pages) + "</body></html>"
+    )
+    n_trained = int((batch["labels"] != -100).sum())
+    return CheckResult(
+        "labels",
+        not problems,
+        f"{n_trained} trained tokens in {len(samples)} samples" + ("; only target + end token trained" if not problems else ""),
+        problems,
+        "the collator trains the prompt / image tokens (labels over the whole sequence) or masks the target",
+        "use completion-only labels (vlmdet's default `labels: completion`; TRL's completion_only_loss=True)",
+        [str(path)],
+    )
+
+
+# ---------------------------------------------------------------- 2. coordinates
+def model_input_wh(processor: Any, image_wh: tuple[int, int]) -> tuple[int, int]:
+    """Size of the image as the model sees it (after the processor's resize)."""
+    ip = processor.image_processor
+    w, h = image_wh
+    size = dict(ip.size) if not isinstance(ip.size, dict) else ip.size
+    if hasattr(ip, "patch_size") and hasattr(ip, "merge_size") and size.get("longest_edge"):
+        from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+        rh, rw = smart_resize(h, w, factor=ip.patch_size * ip.merge_size, min_pixels=size["shortest_edge"], max_pixels=size["longest_edge"])
+        return rw, rh
+    if size.get("height") and size.get("width"):
+        return int(size["width"]), int(size["height"])
+    if size.get("longest_edge"):
+        s = size["longest_edge"] / max(w, h)
+        return max(1, round(w * s)), max(1, round(h * s))
+    return w, h
+
+
+def check_coordinates(ctx: DoctorContext) -> CheckResult:
+    from vlmdet.report.draw import draw_boxes
+    from vlmdet.rows import canonical_order
+
+    codec = ctx.settings.codec
+    problems, files, worst = [], [], 0.0
+    for k, s in enumerate(ctx.samples[:3]):
+        target = ctx.settings.target(s)
+        gt_boxes, gt_labels = canonical_order(*s.targets)
+        decoded = codec.decode(target, s.image_wh)
+        sx, sy = codec.step(s.image_wh)
+        if decoded.labels != list(gt_labels) or decoded.boxes.shape != gt_boxes.shape:
+            problems.append(f"{s.source or s.id}: decoding the target gives {len(decoded.boxes)} boxes {decoded.labels}, the annotation has {len(gt_boxes)} {list(gt_labels)}")
+        elif len(gt_boxes):
+            err = np.abs(decoded.boxes - gt_boxes) / np.array([sx, sy, sx, sy])
+            worst = max(worst, float(err.max()))
+            if err.max() > 1.0 + 1e-6:
+                problems.append(f"{s.source or s.id}: the target moves a box by {err.max():.1f} quantisation steps ({np.abs(decoded.boxes - gt_boxes).max():.1f} px)")
+        image = ctx.images[s.id]
+        mw, mh = model_input_wh(ctx.processor, s.image_wh)
+        seen = codec.decode(target, (mw, mh))
+        a = draw_boxes(image.resize((mw, mh)), seen.boxes, seen.labels, (230, 30, 30))
+        b = draw_boxes(draw_boxes(image, gt_boxes, gt_labels, (0, 200, 0)), decoded.boxes, decoded.labels, (230, 30, 30))
+        for name, img in ((f"doctor_coords_{k}_model_view_{mw}x{mh}.png", a), (f"doctor_coords_{k}_original.png", b)):
+            img.save(ctx.out / name)
+            files.append(str(ctx.out / name))
+    return CheckResult(
+        "coordinates",
+        not problems,
+        f"target round trip within {worst:.2f} quantisation steps" if not problems else "the targets do not decode back onto the boxes",
+        problems + [f"codec {codec.name} {ctx.settings.codec_settings}; red = target as decoded, green = annotation"],
+        "targets written in the wrong coordinate space (e.g. original pixels for Qwen2.5-VL, which answers in smart-resized pixels)",
+        "write targets with the family codec built from the model's own processor (vlmdet's default target_space: model)",
+        files,
+    )
+
+
+# ---------------------------------------------------------------- 3. gradients
+def check_gradients(ctx: DoctorContext) -> CheckResult:
+    from peft import PeftModel
+
+    from vlmdet.train.callbacks import GradNormCallback
+    from vlmdet.train.model import trainable_summary
+
+    cfg = ctx.cfg
+    model = _load_model(ctx)
+    counts = trainable_summary(model, ctx.family)
+    if cfg.finetune in ("lora", "qlora") and counts["adapters"] == 0:
+        return CheckResult("gradients", False, "LoRA run but no adapter parameter is trainable", [f"trainable: {counts}"], "the adapters are frozen", "do not freeze lora_ parameters; let get_peft_model mark them trainable")
+    gc = cfg.sft.get("gradient_checkpointing", True)
+    gc_kwargs = cfg.sft.get("gradient_checkpointing_kwargs") or {"use_reentrant": False}
+    frozen = [n for n, p in model.named_parameters() if "lora_" in n and not p.requires_grad]
+    if frozen:
+        return CheckResult(
+            "gradients", False, f"{len(frozen)} LoRA parameters are frozen", [f"frozen: {n}" for n in frozen[:8]] + [f"trainable: {counts}"],
+            "the adapters were frozen after get_peft_model (a blanket requires_grad_(False) or a freeze-by-name that caught lora_ weights)",
+            "freeze base weights before adding adapters, or unfreeze every lora_ parameter",
+        )
+    if gc:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+        if isinstance(model, PeftModel):
+            model.enable_input_require_grads()  # as TRL's SFTTrainer does for PEFT + checkpointing
+    model.train()
+    batch = _collator(ctx, model)(_rows(ctx, ctx.samples[:2]))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    loss = model(**batch).loss
+    if loss.requires_grad:  # else nothing trainable is connected to the loss: every grad stays None
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss = model(**batch).loss
+        loss.backward()
+    loss = loss.item()
+    norms, bad = GradNormCallback(ctx.family).measure(model)
+    details = [f"loss {loss:.4f}; gradient checkpointing {'on ' + str(gc_kwargs) if gc else 'off'}",
+               "grad norm by group: " + ", ".join(f"{g} {v:.3g}" for g, v in norms.items() if counts[g])]
+    failing = [(kind, n) for kind in ("none", "zero", "nonfinite") for n in bad[kind]]
+    for kind, name in failing[:12]:
+        details.append(f"{kind:>9}: {name}")
+    if len(failing) > 12:
+        details.append(f"... and {len(failing) - 12} more")
+    cause = "trainable parameters get no gradient: "
+    if bad["none"]:
+        cause += "they are cut off from the loss — typically reentrant gradient checkpointing with a frozen input (vision tower or embeddings)"
+    elif bad["nonfinite"]:
+        cause += "non-finite values: fp16 overflow or a learning rate too high"
+    else:
+        cause += "the loss does not depend on them (all labels masked, or a frozen block in between)"
+    return CheckResult(
+        "gradients",
+        not failing and math.isfinite(loss),
+        f"{counts['total']:,} trainable parameters, all with finite non-zero gradients" if not failing else f"{len(failing)} trainable parameters without a usable gradient",
+        details,
+        cause,
+        "gradient_checkpointing_kwargs: {use_reentrant: false} (vlmdet's default); check that LoRA targets modules the forward uses",
+    )
+
+
+# ---------------------------------------------------------------- 4. overfit
+def check_overfit(ctx: DoctorContext, steps: int = 100, lr: float | None = None) -> CheckResult:
+    from vlmdet.metrics import box_iou
+    from vlmdet.predict import Predictor
+    from vlmdet.rows import canonical_order
+
+    model = _load_model(ctx)
+    samples = [s for s in ctx.samples if len(s.targets[1])][:2] or ctx.samples[:2]
+    batch = _collator(ctx, model)(_rows(ctx, samples))
+    # A bit above the run's own rate: memorising one batch should be easy at the rate the run uses.
+    lr = lr or float(ctx.cfg.sft.get("learning_rate", 2e-4)) * 2.5
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    preds = Predictor(model, ctx.processor, ctx.settings, batch_size=len(samples)).predict(samples, ctx.images)
+    misses = []
+    for s, p in zip(samples, preds):
+        gt_boxes, gt_labels = canonical_order(*s.targets)
+        iou = box_iou(p.boxes, gt_boxes)
+        ok = p.labels == list(gt_labels) and (len(gt_boxes) == 0 or (len(p.boxes) == len(gt_boxes) and np.diag(iou).min() >= 0.5))
+        if not ok:
+            misses.append(f"{s.source or s.id}: wanted {ctx.settings.target(s)!r}, got {p.text[:200]!r}")
+    dropped = losses[-1] < 0.3 * losses[0]
+    return CheckResult(
+        "overfit",
+        dropped and not misses,
+        f"loss {losses[0]:.3f} -> {losses[-1]:.3f} in {steps} steps (lr {lr:g}); {len(samples) - len(misses)}/{len(samples)} answers reproduce the boxes",
+        misses,
+        "the model cannot learn even one batch: labels, coordinates or gradients are broken (see the checks above), or the learning rate is far off",
+        "fix the failing checks above first; then try a higher learning rate for this check",
+    )
+
+
+CHECKS = {"labels": check_labels, "coordinates": check_coordinates, "gradients": check_gradients, "overfit": check_overfit}
+
+
+def run_doctor(cfg: TrainConfig, out_dir: str | Path | None = None, checks: list[str] | None = None, n_samples: int = 4) -> list[CheckResult]:
+    """Run the checks for ``cfg`` (the same config ``vlmdet train`` takes); returns one result per check."""
+    from vlmdet.rows import TaskSettings
+    from vlmdet.train.model import load_model
+    from vlmdet.train.recipe import prepare_data_source, prepare_model_source, read_splits
+
+    out = Path(out_dir or Path(cfg.output_dir) / "doctor")
+    out.mkdir(parents=True, exist_ok=True)
+    model_src = prepare_model_source(cfg, Path(cfg.output_dir))
+    _, processor, family = load_model(model_src, cfg.family)
+    if cfg.max_pixels:
+        processor.image_processor.size = {**dict(processor.image_processor.size), "longest_edge": int(cfg.max_pixels)}
+    cfg.eval_split = ""
+    train_ds, _ = read_splits(cfg, prepare_data_source(cfg, Path(cfg.output_dir)))
+    settings = TaskSettings.for_model(family.name, processor, task=cfg.task, classes=list(cfg.classes or train_ds.classes), target_space=cfg.target_space)
+    samples = sorted(train_ds.samples[:64], key=lambda s: -len(s.boxes))[:n_samples]
+    ctx = DoctorContext(cfg, out, model_src, family, processor, settings, samples, {s.id: s.load_image() for s in samples})
+    results = []
+    for name in checks or list(CHECKS):
+        torch.manual_seed(cfg.seed)
+        results.append(CHECKS[name](ctx))
+        for line in results[-1].lines():
+            print(line, flush=True)
+    return results
