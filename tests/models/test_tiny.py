@@ -7,18 +7,22 @@ import torch
 from PIL import Image
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
+from vlmdet.families import get_family
 from vlmdet.models.tiny import TINY_INFO_FILE
 
-FAMILIES = {
-    "qwen2_5_vl": ("Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor"),
-    "qwen3_vl": ("Qwen3VLForConditionalGeneration", "Qwen3VLProcessor"),
+FAMILIES = {  # model class, processor class, tokenizer class after a save/load round trip
+    "qwen2_5_vl": ("Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor", "Qwen2Tokenizer"),
+    "qwen3_vl": ("Qwen3VLForConditionalGeneration", "Qwen3VLProcessor", "Qwen2Tokenizer"),
+    # SmolVLM ships a GPT2Tokenizer config; transformers 5 loads it as its generic fast backend
+    "smolvlm": ("SmolVLMForConditionalGeneration", "SmolVLMProcessor", "TokenizersBackend"),
 }
+QWEN = ["qwen2_5_vl", "qwen3_vl"]
 
 
 def _chat(processor, text: str, images: list[Image.Image]):
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-    return processor(images=images, text=[prompt] * len(images), return_tensors="pt", padding=True)
+    return processor(images=[[im] for im in images], text=[prompt] * len(images), return_tensors="pt", padding=True)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
@@ -28,13 +32,13 @@ def test_loads_offline_with_real_classes(family, tiny_model_dir):
     processor = AutoProcessor.from_pretrained(path)
     assert type(model).__name__ == FAMILIES[family][0]
     assert type(processor).__name__ == FAMILIES[family][1]
-    assert type(processor.tokenizer).__name__ == "Qwen2Tokenizer"
-    assert processor.video_processor is not None  # the Qwen processors need torchvision's video processor
+    assert type(processor.tokenizer).__name__ == FAMILIES[family][2]
+    assert processor.video_processor is not None  # these processors need torchvision's video processor
     info = json.loads((path / TINY_INFO_FILE).read_text())
     assert info["family"] == family and info["parameters"] == sum(p.numel() for p in model.parameters())
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("family", QWEN)
 def test_special_token_ids_and_patch_sizes_agree(family, tiny_model_dir):
     path = tiny_model_dir(family)
     config = AutoConfig.from_pretrained(path)
@@ -57,6 +61,23 @@ def test_special_token_ids_and_patch_sizes_agree(family, tiny_model_dir):
         assert tok.tokenize(t) == [t]
 
 
+def test_smolvlm_special_tokens_and_image_sizes_agree(tiny_model_dir):
+    path = tiny_model_dir("smolvlm")
+    config = AutoConfig.from_pretrained(path)
+    processor = AutoProcessor.from_pretrained(path)
+    tok, ip = processor.tokenizer, processor.image_processor
+    tid = tok.convert_tokens_to_ids
+    assert config.image_token_id == processor.image_token_id == tid("<image>")
+    assert config.text_config.eos_token_id == tok.eos_token_id == tid("<end_of_utterance>")
+    assert config.text_config.pad_token_id == tok.pad_token_id
+    assert config.text_config.vocab_size == len(tok)
+    side = ip.max_image_size["longest_edge"]
+    assert side == config.vision_config.image_size
+    assert processor.image_seq_len == (side // config.vision_config.patch_size) ** 2 // config.scale_factor**2
+    for t in ["<image>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>", "<row_1_col_1>"]:
+        assert tok.tokenize(t) == [t]
+
+
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_digits_tokenize_one_by_one(family, tiny_model_dir):
     tok = AutoProcessor.from_pretrained(tiny_model_dir(family)).tokenizer
@@ -75,7 +96,10 @@ def test_forward_backward_and_generate(family, tiny_model_dir):
     images = [Image.new("RGB", (112 + 8 * i, 100), (200, 40 * i, 30)) for i in range(8)]
     batch = _chat(processor, "Detect the circle.", images)
     n_image_tokens = int((batch["input_ids"] == model.config.image_token_id).sum())
-    assert n_image_tokens == int(batch["image_grid_thw"].prod(-1).sum()) // processor.image_processor.merge_size**2
+    if "image_grid_thw" in batch:  # Qwen: one token per merged patch of the resized image
+        assert n_image_tokens == int(batch["image_grid_thw"].prod(-1).sum()) // processor.image_processor.merge_size**2
+    else:  # Idefics3 / SmolVLM: a fixed number per image (no splitting)
+        assert n_image_tokens == len(images) * processor.image_seq_len
     batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     model.train()
     loss = model(**batch).loss
@@ -84,7 +108,9 @@ def test_forward_backward_and_generate(family, tiny_model_dir):
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert sum(float(g.abs().sum()) for g in grads) > 0
-    vision_grads = [p.grad for n, p in model.named_parameters() if "visual" in n]
+    vision = get_family(family).vision_prefixes
+    vision_grads = [p.grad for n, p in model.named_parameters() if any(v in n for v in vision)]
+    assert vision_grads
     assert any(float(g.abs().sum()) > 0 for g in vision_grads), "no gradient reached the vision tower"
 
     model.eval()

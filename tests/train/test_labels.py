@@ -10,7 +10,13 @@ from vlmdet.data.readers import open_dataset
 from vlmdet.rows import TaskSettings
 from vlmdet.train.collator import DetectionCollator, SequenceTooLongError
 
-END_OF_TURN = {"qwen2_5_vl": "<|im_end|>\n", "qwen3_vl": "<|im_end|>\n"}
+# What each family's chat template puts around the answer: (text before the target that belongs
+# to the assistant turn, end-of-turn text after it, end of the generation prompt).
+TURN = {
+    "qwen2_5_vl": ("", "<|im_end|>\n", "<|im_start|>assistant\n"),
+    "qwen3_vl": ("", "<|im_end|>\n", "<|im_start|>assistant\n"),
+    "smolvlm": (" ", "<end_of_utterance>\n", "Assistant:"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -18,25 +24,26 @@ def train_split(synth_dir):
     return open_dataset(synth_dir, "train")
 
 
-@pytest.mark.parametrize("family", list(END_OF_TURN))
+@pytest.mark.parametrize("family", list(TURN))
 def test_label_span_is_exactly_the_target(family, tiny_model_dir, train_split):
     processor = AutoProcessor.from_pretrained(tiny_model_dir(family))
     settings = TaskSettings.for_model(family, processor, classes=train_split.classes)
     samples = train_split.samples[:6]
     batch = DetectionCollator(processor)([settings.row(s) | {"id": s.id} for s in samples])
     tok = processor.tokenizer
-    image_id = tok.convert_tokens_to_ids("<|image_pad|>")
+    image_id = processor.image_token_id
+    lead, end, prompt_end = TURN[family]
     for i, s in enumerate(samples):
         labels, ids, mask = batch["labels"][i], batch["input_ids"][i], batch["attention_mask"][i]
         trained = labels != -100
-        assert tok.decode(labels[trained]) == settings.target(s) + END_OF_TURN[family]
+        assert tok.decode(labels[trained]) == lead + settings.target(s) + end
         assert torch.equal(labels[trained], ids[trained])  # labels are the input ids themselves (shifted in the model)
         assert not trained[ids == image_id].any(), "an image token is trained"
         assert not trained[mask == 0].any(), "a pad token is trained"
         # everything before the first trained token is the prompt, and none of it is trained
         first = int(trained.nonzero()[0])
         prompt_text = tok.decode(ids[:first][mask[:first] == 1])
-        assert prompt_text.endswith("<|im_start|>assistant\n") and settings.prompt(s) in prompt_text
+        assert prompt_text.endswith(prompt_end) and settings.prompt(s) in prompt_text
         # the trained span is contiguous: nothing in the middle of the target is masked
         last = int(trained.nonzero()[-1])
         assert trained[first : last + 1].all()

@@ -13,6 +13,7 @@ from vlmdet.families.base import Family, TinySpec
 _MODULES = {
     "qwen2_5_vl": "vlmdet.families.qwen2_5_vl",
     "qwen3_vl": "vlmdet.families.qwen3_vl",
+    "smolvlm": "vlmdet.families.smolvlm",
 }
 
 __all__ = ["Family", "TinySpec", "FAMILIES", "get_family", "family_for_model"]

@@ -73,7 +73,7 @@ class Predictor:
     def generate_texts(self, samples: Sequence[Sample], images: Sequence[Any]) -> list[str]:
         """Raw answers (special tokens kept, pad/eos stripped) for one batch."""
         prompts = [self._prompt_text(s) for s in samples]
-        inputs = self.processor(images=list(images), text=prompts, padding=True, padding_side="left", return_tensors="pt")
+        inputs = self.processor(images=[[img] for img in images], text=prompts, padding=True, padding_side="left", return_tensors="pt")
         device = next(self.model.parameters()).device
         dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), torch.float32)
         inputs = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in inputs.items() if isinstance(v, torch.Tensor)}

@@ -1,0 +1,49 @@
+"""Every family through the same commands: train (short run), eval, predict and doctor.
+
+qwen2_5_vl runs these paths in tests/train, tests/predict and tests/doctor; here the other
+families go through exactly the same entry points, the family read from the model's config.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import FAST_TRAIN
+from vlmdet.cli import main
+from vlmdet.doctor import run_doctor
+from vlmdet.train.config import load_config
+from vlmdet.train.recipe import train
+
+FAMILIES = ["qwen3_vl", "smolvlm"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_short_run_lowers_the_loss_then_eval_and_predict_decode(family, tiny_model_dir, synth_dir, tmp_path):
+    out = tmp_path / "run"
+    cfg = load_config(None, [f"model={tiny_model_dir(family)}", f"data={synth_dir}", f"output_dir={out}", "max_steps=30",
+                             "eval_steps=30", "eval_on_start=true", "save_steps=1000", *FAST_TRAIN])
+    result = train(cfg)
+    losses = [e["eval_loss"] for e in result.log_history if "eval_loss" in e]
+    assert len(losses) >= 2 and losses[-1] < 0.8 * losses[0], losses
+    assert json.loads((out / "vlmdet.json").read_text())["family"] == family  # read from the config, not given
+
+    ev = tmp_path / "eval"
+    assert main(["eval", "--model", str(out), "--data", str(synth_dir), "--out", str(ev), "--batch-size", "4"]) == 0
+    r = next(iter(json.loads((ev / "metrics.json").read_text()).values()))
+    assert r["n_images"] == 8 and 0.0 <= r["parse_failure_rate"] <= 1.0
+    preds = json.loads((ev / "predictions.json").read_text())
+    assert len(preds) == 8 and all(isinstance(p["text"], str) for p in preds)
+
+    img = synth_dir / "test" / "images" / "000001.jpg"
+    assert main(["predict", "--model", str(out), str(img), "--out", str(tmp_path / "pred")]) == 0
+    assert json.loads((tmp_path / "pred" / "predictions.json").read_text())[0]["image_wh"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_doctor_passes_every_check(family, tiny_model_dir, synth_dir, tmp_path):
+    cfg = load_config(None, [f"model={tiny_model_dir(family)}", f"data={synth_dir}", f"output_dir={tmp_path}", "finetune=full", "learning_rate=2e-3"])
+    results = run_doctor(cfg)
+    assert [r.name for r in results] == ["labels", "coordinates", "gradients", "overfit"]
+    assert all(r.ok for r in results), [r.lines() for r in results if not r.ok]
