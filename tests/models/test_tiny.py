@@ -15,11 +15,14 @@ FAMILIES = {  # model class, processor class, tokenizer class after a save/load 
     "qwen3_vl": ("Qwen3VLForConditionalGeneration", "Qwen3VLProcessor", "Qwen2Tokenizer"),
     # SmolVLM ships a GPT2Tokenizer config; transformers 5 loads it as its generic fast backend
     "smolvlm": ("SmolVLMForConditionalGeneration", "SmolVLMProcessor", "TokenizersBackend"),
+    "paligemma": ("PaliGemmaForConditionalGeneration", "PaliGemmaProcessor", "GemmaTokenizer"),
 }
 QWEN = ["qwen2_5_vl", "qwen3_vl"]
 
 
 def _chat(processor, text: str, images: list[Image.Image]):
+    if processor.chat_template is None:  # PaliGemma: the prompt is a plain prefix
+        return processor(images=[[im] for im in images], text=[processor.image_token + text] * len(images), return_tensors="pt", padding=True)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
     return processor(images=[[im] for im in images], text=[prompt] * len(images), return_tensors="pt", padding=True)
@@ -33,7 +36,8 @@ def test_loads_offline_with_real_classes(family, tiny_model_dir):
     assert type(model).__name__ == FAMILIES[family][0]
     assert type(processor).__name__ == FAMILIES[family][1]
     assert type(processor.tokenizer).__name__ == FAMILIES[family][2]
-    assert processor.video_processor is not None  # these processors need torchvision's video processor
+    if family != "paligemma":
+        assert processor.video_processor is not None  # these processors need torchvision's video processor
     info = json.loads((path / TINY_INFO_FILE).read_text())
     assert info["family"] == family and info["parameters"] == sum(p.numel() for p in model.parameters())
 
@@ -78,6 +82,20 @@ def test_smolvlm_special_tokens_and_image_sizes_agree(tiny_model_dir):
         assert tok.tokenize(t) == [t]
 
 
+def test_paligemma_loc_tokens_and_image_sizes_agree(tiny_model_dir):
+    path = tiny_model_dir("paligemma")
+    config = AutoConfig.from_pretrained(path)
+    processor = AutoProcessor.from_pretrained(path)
+    tok = processor.tokenizer
+    assert config.image_token_id == processor.image_token_id == tok.convert_tokens_to_ids("<image>")
+    assert config.text_config.vocab_size == len(tok) and config.text_config.eos_token_id == tok.eos_token_id
+    assert processor.image_seq_length == (config.vision_config.image_size // config.vision_config.patch_size) ** 2
+    assert config.vision_config.vision_use_head is False
+    for t in ["<loc0000>", "<loc1023>", "<seg127>", "<image>", "<bos>", "<eos>"]:
+        assert tok.tokenize(t) == [t]
+    assert tok.tokenize("<loc0012><loc1023> circle ; <loc0001>")[:3] == ["<loc0012>", "<loc1023>", "▁circle"]
+
+
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_digits_tokenize_one_by_one(family, tiny_model_dir):
     tok = AutoProcessor.from_pretrained(tiny_model_dir(family)).tokenizer
@@ -98,8 +116,9 @@ def test_forward_backward_and_generate(family, tiny_model_dir):
     n_image_tokens = int((batch["input_ids"] == model.config.image_token_id).sum())
     if "image_grid_thw" in batch:  # Qwen: one token per merged patch of the resized image
         assert n_image_tokens == int(batch["image_grid_thw"].prod(-1).sum()) // processor.image_processor.merge_size**2
-    else:  # Idefics3 / SmolVLM: a fixed number per image (no splitting)
-        assert n_image_tokens == len(images) * processor.image_seq_len
+    else:  # Idefics3 / SmolVLM (no splitting) and PaliGemma: a fixed number per image
+        per_image = getattr(processor, "image_seq_len", None) or processor.image_seq_length
+        assert n_image_tokens == len(images) * per_image
     batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     model.train()
     loss = model(**batch).loss

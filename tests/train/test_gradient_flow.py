@@ -50,7 +50,7 @@ def _two_steps(model, batch):
 CASES = [(setup, False) for setup in SETUPS] + [("lora", True), ("lora+vision_lora", True)]
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "smolvlm"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "smolvlm", "paligemma"])
 @pytest.mark.parametrize(("setup", "reentrant"), CASES)
 def test_every_trainable_parameter_gets_a_gradient(family, setup, reentrant, tiny_model_dir, synth_dir):
     path = tiny_model_dir(family)

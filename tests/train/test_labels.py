@@ -16,6 +16,7 @@ TURN = {
     "qwen2_5_vl": ("", "<|im_end|>\n", "<|im_start|>assistant\n"),
     "qwen3_vl": ("", "<|im_end|>\n", "<|im_start|>assistant\n"),
     "smolvlm": (" ", "<end_of_utterance>\n", "Assistant:"),
+    "paligemma": ("", "<eos>", "\n"),  # prefix "<image>*N<bos>detect ...\n", suffix target + <eos>
 }
 
 
@@ -73,3 +74,13 @@ def test_crowd_regions_are_not_targets(tiny_model_dir, train_split):
     crowd = s.__class__(**{**s.__dict__, "iscrowd": np.array([True] + [False] * (len(s.boxes) - 1))})
     decoded = settings.decode(settings.target(crowd), crowd)
     assert len(decoded.boxes) == len(s.boxes) - 1
+
+
+def test_paligemma_suffix_is_token_type_1_and_attends_causally(tiny_model_dir, train_split):
+    """PaliGemma attends bidirectionally over token type 0: the answer must be type 1, the prompt 0."""
+    processor = AutoProcessor.from_pretrained(tiny_model_dir("paligemma"))
+    settings = TaskSettings.for_model("paligemma", processor, classes=train_split.classes)
+    batch = DetectionCollator(processor)([settings.row(s) for s in train_split.samples[:4]])
+    trained = batch["labels"] != -100
+    real = batch["attention_mask"] == 1
+    assert torch.equal(batch["token_type_ids"].bool() & real, trained)

@@ -79,7 +79,12 @@ def _rows(ctx: DoctorContext, samples: list[Any]) -> list[dict[str, Any]]:
 
 
 def expected_completion(ctx: DoctorContext, sample: Any) -> str:
-    """The completion text the chat template appends after the prompt: target + end-of-turn tokens."""
+    """The completion text the chat template appends after the prompt: target + end-of-turn tokens.
+
+    Without a chat template (PaliGemma's prefix/suffix) the suffix is the target plus ``<eos>``.
+    """
+    if getattr(ctx.processor, "chat_template", None) is None:
+        return ctx.settings.target(sample) + ctx.processor.tokenizer.eos_token
     tpl = ctx.processor.apply_chat_template
     row = ctx.settings.row(sample, ctx.images[sample.id])
     prompt = tpl(row["prompt"], add_generation_prompt=True)

@@ -14,6 +14,7 @@ _MODULES = {
     "qwen2_5_vl": "vlmdet.families.qwen2_5_vl",
     "qwen3_vl": "vlmdet.families.qwen3_vl",
     "smolvlm": "vlmdet.families.smolvlm",
+    "paligemma": "vlmdet.families.paligemma",
 }
 
 __all__ = ["Family", "TinySpec", "FAMILIES", "get_family", "family_for_model"]

@@ -67,6 +67,8 @@ class Predictor:
         self._strip = {tok.pad_token, tok.eos_token, *(tok.convert_ids_to_tokens(i) for i in eos_ids)} - {None}
 
     def _prompt_text(self, sample: Sample) -> str:
+        if getattr(self.processor, "chat_template", None) is None:  # PaliGemma: the prompt is the prefix itself
+            return getattr(self.processor, "image_token", "") + self.settings.prompt(sample)
         return self.processor.apply_chat_template(self.settings.prompt_messages(sample), add_generation_prompt=True)
 
     @torch.no_grad()

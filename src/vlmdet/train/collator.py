@@ -10,6 +10,13 @@ tokens are trained), so vlmdet uses it. It wraps it for three reasons:
   "image features and image tokens do not match" crash, found here with the sample's name);
 * pixel values are cast to the model's dtype (bf16 training feeds bf16 pixels).
 
+Processors without a chat template (PaliGemma) take the prompt as a *prefix* and the target as a
+*suffix*: ``processor(text=prefix, images=..., suffix=target)`` builds the labels (prefix and
+image tokens -100, the target and ``<eos>`` trained) and ``token_type_ids`` (1 on the suffix),
+which drive PaliGemma's prefix-LM attention. TRL's prompt/completion path marks completions as
+type 0 — bidirectional attention over the answer, i.e. a model that learns to copy — so for these
+processors vlmdet uses the processor's own suffix path instead.
+
 Example::
 
     >>> collate = DetectionCollator(processor, dtype=torch.float32)
@@ -58,10 +65,27 @@ class DetectionCollator:
         if self.image_token_id is None:
             self.image_token_id = getattr(self.processor, "image_token_id", None)
 
+    @property
+    def prefix_suffix(self) -> bool:
+        """True for processors without a chat template (PaliGemma): prompt = prefix, target = suffix."""
+        return getattr(self.processor, "chat_template", None) is None
+
+    def _collate_prefix_suffix(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        prefixes = [_text_of(r["prompt"]) for r in rows]
+        suffixes = [_text_of(r["completion"]) for r in rows]
+        image_token = getattr(self.processor, "image_token", "")
+        batch = dict(self.processor(
+            text=[image_token * len(r["images"]) + p for r, p in zip(rows, prefixes)], images=[r["images"] for r in rows],
+            suffix=suffixes, padding="longest", padding_side="right", return_tensors="pt",
+        ))
+        if not self.completion_only:
+            batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        return batch
+
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         ids = [r.get("id", f"row {i}") for i, r in enumerate(rows)]
         clean = [{k: v for k, v in r.items() if k in ("images", "prompt", "completion")} for r in rows]
-        batch = self._trl(clean)
+        batch = self._collate_prefix_suffix(clean) if self.prefix_suffix else self._trl(clean)
         lengths = batch["attention_mask"].sum(dim=1)
         if self.max_length is not None and int(lengths.max()) > self.max_length:
             i = int(lengths.argmax())
@@ -75,14 +99,30 @@ class DetectionCollator:
         return batch
 
     def _check_image_tokens(self, batch: dict[str, Any], ids: list[str]) -> None:
-        grid = batch.get("image_grid_thw")
-        if grid is None or self.image_token_id is None:
+        if self.image_token_id is None:
             return
-        merge = getattr(self.processor.image_processor, "merge_size", 1) ** 2
-        expected = (grid.prod(dim=-1) // merge).tolist()
+        grid = batch.get("image_grid_thw")
+        if grid is not None:  # Qwen: one token per merged patch of each resized image
+            merge = getattr(self.processor.image_processor, "merge_size", 1) ** 2
+            expected = (grid.prod(dim=-1) // merge).tolist()
+        elif hasattr(self.processor, "image_seq_length"):  # PaliGemma: a fixed number per image
+            expected = [self.processor.image_seq_length] * len(ids)
+        else:  # SmolVLM/Idefics3: the processor expands and checks the image tokens itself
+            return
         found = (batch["input_ids"] == self.image_token_id).sum(dim=1).tolist()
         # one image per row: compare row by row
         if len(expected) == len(found):
             for i, (e, f) in enumerate(zip(expected, found)):
                 if e != f:
                     raise ValueError(f"sample {ids[i]}: {f} image tokens in the text but {e} image features; the prompt was cut or the processor changed")
+
+
+def _text_of(messages: Any) -> str:
+    """The text of a conversational prompt/completion (or the string itself)."""
+    if isinstance(messages, str):
+        return messages
+    parts = []
+    for m in messages:
+        content = m["content"]
+        parts += [content] if isinstance(content, str) else [c["text"] for c in content if c.get("type") == "text"]
+    return "".join(parts)

@@ -18,9 +18,14 @@ from typing import Any
 import yaml
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.1 reads ``1e-3`` as a string (it wants ``1.0e-3``); configs mean a float."""
+    """YAML 1.2 scalars: ``1e-3`` is a float (YAML 1.1 reads a string) and only true/false are
+    booleans (YAML 1.1 turns ``save_strategy: no`` into ``False``, which TrainingArguments rejects)."""
 
 
+_Loader.yaml_implicit_resolvers = {
+    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:bool"] for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)?(?:\.[0-9_]*)?[eE][-+]?[0-9]+$|^[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
@@ -158,15 +163,16 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
     while i < len(items):
         item = items[i]
         if item.startswith("--"):
-            key = item[2:].replace("-", "_")
+            key = item[2:]
             if "=" in key:
                 key, raw = key.split("=", 1)
-                out.append((key, yaml_value(raw)))
+                out.append((key.replace("-", "_"), yaml_value(raw)))
             elif i + 1 < len(items) and not items[i + 1].startswith("--") and "=" not in items[i + 1]:
+                key = key.replace("-", "_")
                 out.append((key, yaml_value(items[i + 1])))
                 i += 1
             else:
-                out.append((key, True))
+                out.append((key.replace("-", "_"), True))
         elif "=" in item:
             key, raw = item.split("=", 1)
             out.append((key.replace("-", "_"), yaml_value(raw)))
