@@ -16,11 +16,15 @@ FAMILIES = {  # model class, processor class, tokenizer class after a save/load 
     # SmolVLM ships a GPT2Tokenizer config; transformers 5 loads it as its generic fast backend
     "smolvlm": ("SmolVLMForConditionalGeneration", "SmolVLMProcessor", "TokenizersBackend"),
     "paligemma": ("PaliGemmaForConditionalGeneration", "PaliGemmaProcessor", "GemmaTokenizer"),
+    # Florence-2 ships a BART tokenizer config; transformers 5 loads it with its Roberta class
+    "florence2": ("Florence2ForConditionalGeneration", "Florence2Processor", "RobertaTokenizer"),
 }
 QWEN = ["qwen2_5_vl", "qwen3_vl"]
 
 
 def _chat(processor, text: str, images: list[Image.Image]):
+    if type(processor).__name__ == "Florence2Processor":  # encoder input; the processor adds <image> and <s>..</s>
+        return processor(images=images, text=[text] * len(images), return_tensors="pt", padding=True)
     if processor.chat_template is None:  # PaliGemma: the prompt is a plain prefix
         return processor(images=[[im] for im in images], text=[processor.image_token + text] * len(images), return_tensors="pt", padding=True)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
@@ -36,7 +40,7 @@ def test_loads_offline_with_real_classes(family, tiny_model_dir):
     assert type(model).__name__ == FAMILIES[family][0]
     assert type(processor).__name__ == FAMILIES[family][1]
     assert type(processor.tokenizer).__name__ == FAMILIES[family][2]
-    if family != "paligemma":
+    if family not in ("paligemma", "florence2"):
         assert processor.video_processor is not None  # these processors need torchvision's video processor
     info = json.loads((path / TINY_INFO_FILE).read_text())
     assert info["family"] == family and info["parameters"] == sum(p.numel() for p in model.parameters())
@@ -96,6 +100,21 @@ def test_paligemma_loc_tokens_and_image_sizes_agree(tiny_model_dir):
     assert tok.tokenize("<loc0012><loc1023> circle ; <loc0001>")[:3] == ["<loc0012>", "<loc1023>", "▁circle"]
 
 
+def test_florence2_loc_tokens_and_image_sizes_agree(tiny_model_dir):
+    path = tiny_model_dir("florence2")
+    config = AutoConfig.from_pretrained(path)
+    processor = AutoProcessor.from_pretrained(path)
+    tok = processor.tokenizer
+    assert config.is_encoder_decoder and config.image_token_id == processor.image_token_id == tok.convert_tokens_to_ids("<image>")
+    assert config.text_config.vocab_size == len(tok)
+    assert config.text_config.decoder_start_token_id == tok.eos_token_id  # BART: decoding starts from </s>
+    for t in ["<loc_0>", "<loc_999>", "<od>", "<image>"]:
+        assert tok.tokenize(t) == [t]
+    x = processor(images=[Image.new("RGB", (90, 70))], text=["<OD>"], return_tensors="pt")
+    # the task token becomes Florence-2's task sentence, framed by <s> ... </s> after the image tokens
+    assert tok.decode(x["input_ids"][0][processor.num_image_tokens :]) == "<s>Locate the objects with category name in the image.</s>"
+
+
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_digits_tokenize_one_by_one(family, tiny_model_dir):
     tok = AutoProcessor.from_pretrained(tiny_model_dir(family)).tokenizer
@@ -116,8 +135,8 @@ def test_forward_backward_and_generate(family, tiny_model_dir):
     n_image_tokens = int((batch["input_ids"] == model.config.image_token_id).sum())
     if "image_grid_thw" in batch:  # Qwen: one token per merged patch of the resized image
         assert n_image_tokens == int(batch["image_grid_thw"].prod(-1).sum()) // processor.image_processor.merge_size**2
-    else:  # Idefics3 / SmolVLM (no splitting) and PaliGemma: a fixed number per image
-        per_image = getattr(processor, "image_seq_len", None) or processor.image_seq_length
+    else:  # Idefics3 / SmolVLM (no splitting), PaliGemma, Florence-2: a fixed number per image
+        per_image = getattr(processor, "image_seq_len", None) or getattr(processor, "num_image_tokens", None) or processor.image_seq_length
         assert n_image_tokens == len(images) * per_image
     batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     model.train()
@@ -135,4 +154,7 @@ def test_forward_backward_and_generate(family, tiny_model_dir):
     model.eval()
     one = _chat(processor, "Detect the circle.", images[:1])
     out = model.generate(**one, max_new_tokens=6, do_sample=False)
-    assert out.shape[0] == 1 and out.shape[1] > one["input_ids"].shape[1]
+    if model.config.is_encoder_decoder:  # decoder tokens only, from the decoder start token
+        assert out.shape[0] == 1 and 1 < out.shape[1] <= 7 and int(out[0, 0]) == model.generation_config.decoder_start_token_id
+    else:
+        assert out.shape[0] == 1 and out.shape[1] > one["input_ids"].shape[1]

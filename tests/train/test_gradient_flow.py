@@ -31,7 +31,7 @@ def _batch(model_dir, family, synth_dir):
     ds = open_dataset(synth_dir, "train")
     settings = TaskSettings.for_model(family, processor, classes=ds.classes)
     samples = [s for s in ds.samples if len(s.boxes)][:4]
-    return DetectionCollator(processor)([settings.row(s) for s in samples])
+    return DetectionCollator(processor, seq2seq=get_family(family).architecture == "seq2seq")([settings.row(s) for s in samples])
 
 
 def _two_steps(model, batch):
@@ -50,7 +50,7 @@ def _two_steps(model, batch):
 CASES = [(setup, False) for setup in SETUPS] + [("lora", True), ("lora+vision_lora", True)]
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "smolvlm", "paligemma"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "smolvlm", "paligemma", "florence2"])
 @pytest.mark.parametrize(("setup", "reentrant"), CASES)
 def test_every_trainable_parameter_gets_a_gradient(family, setup, reentrant, tiny_model_dir, synth_dir):
     path = tiny_model_dir(family)

@@ -84,3 +84,18 @@ def test_paligemma_suffix_is_token_type_1_and_attends_causally(tiny_model_dir, t
     trained = batch["labels"] != -100
     real = batch["attention_mask"] == 1
     assert torch.equal(batch["token_type_ids"].bool() & real, trained)
+
+
+def test_florence2_labels_are_the_decoder_target_only(tiny_model_dir, train_split):
+    """Encoder-decoder: the prompt and image go to the encoder; labels are <s> target </s>, pads -100."""
+    processor = AutoProcessor.from_pretrained(tiny_model_dir("florence2"))
+    settings = TaskSettings.for_model("florence2", processor, classes=train_split.classes)
+    samples = train_split.samples[:4]
+    batch = DetectionCollator(processor, seq2seq=True)([settings.row(s) for s in samples])
+    tok = processor.tokenizer
+    for i, s in enumerate(samples):
+        labels = batch["labels"][i]
+        assert tok.decode(labels[labels != -100]) == "<s>" + settings.target(s) + "</s>"
+        assert tok.decode(batch["input_ids"][i][batch["attention_mask"][i] == 1]).endswith("<s>Locate the objects with category name in the image.</s>")
+    with pytest.raises(ValueError, match="no meaning for an encoder-decoder"):
+        DetectionCollator(processor, seq2seq=True, completion_only=False)([settings.row(samples[0])])

@@ -71,7 +71,7 @@ def _collator(ctx: DoctorContext, model: Any = None):
     from vlmdet.train.collator import DetectionCollator
 
     dtype = next(p.dtype for p in model.parameters() if p.is_floating_point()) if model is not None else torch.float32
-    return DetectionCollator(ctx.processor, dtype=dtype, completion_only=ctx.cfg.labels == "completion")
+    return DetectionCollator(ctx.processor, dtype=dtype, completion_only=ctx.cfg.labels == "completion", seq2seq=ctx.family.architecture == "seq2seq")
 
 
 def _rows(ctx: DoctorContext, samples: list[Any]) -> list[dict[str, Any]]:
@@ -83,8 +83,11 @@ def expected_completion(ctx: DoctorContext, sample: Any) -> str:
 
     Without a chat template (PaliGemma's prefix/suffix) the suffix is the target plus ``<eos>``.
     """
+    tok = ctx.processor.tokenizer
+    if ctx.family.architecture == "seq2seq":  # decoder labels: <s> target </s>
+        return tok.bos_token + ctx.settings.target(sample) + tok.eos_token
     if getattr(ctx.processor, "chat_template", None) is None:
-        return ctx.settings.target(sample) + ctx.processor.tokenizer.eos_token
+        return ctx.settings.target(sample) + tok.eos_token
     tpl = ctx.processor.apply_chat_template
     row = ctx.settings.row(sample, ctx.images[sample.id])
     prompt = tpl(row["prompt"], add_generation_prompt=True)
@@ -108,8 +111,11 @@ def check_labels(ctx: DoctorContext) -> CheckResult:
     image_id = getattr(ctx.processor, "image_token_id", None)
     problems, pages = [], []
     console = Console(highlight=False)
+    seq2seq = ctx.family.architecture == "seq2seq"
     for i, s in enumerate(samples):
         ids, labels, mask = batch["input_ids"][i], batch["labels"][i], batch["attention_mask"][i]
+        if seq2seq:  # the prompt is the encoder's input; what can be trained is the decoder sequence
+            ids, mask = labels.clamp(min=0), (labels != -100).long()
         trained = labels != -100
         got = tok.decode(labels[trained]) if trained.any() else ""
         want = expected_completion(ctx, s)

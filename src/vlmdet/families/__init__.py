@@ -15,6 +15,7 @@ _MODULES = {
     "qwen3_vl": "vlmdet.families.qwen3_vl",
     "smolvlm": "vlmdet.families.smolvlm",
     "paligemma": "vlmdet.families.paligemma",
+    "florence2": "vlmdet.families.florence2",
 }
 
 __all__ = ["Family", "TinySpec", "FAMILIES", "get_family", "family_for_model"]

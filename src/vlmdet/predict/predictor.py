@@ -65,8 +65,13 @@ class Predictor:
         eos = getattr(gen, "eos_token_id", None)
         eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
         self._strip = {tok.pad_token, tok.eos_token, *(tok.convert_ids_to_tokens(i) for i in eos_ids)} - {None}
+        self.seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+        if self.seq2seq:  # the decoder's answer is framed by <s> ... </s> (Florence-2)
+            self._strip |= {tok.bos_token} - {None}
 
     def _prompt_text(self, sample: Sample) -> str:
+        if self.seq2seq:  # Florence-2: the task prompt goes to the encoder; the processor frames it
+            return self.settings.prompt(sample)
         if getattr(self.processor, "chat_template", None) is None:  # PaliGemma: the prompt is the prefix itself
             return getattr(self.processor, "image_token", "") + self.settings.prompt(sample)
         return self.processor.apply_chat_template(self.settings.prompt_messages(sample), add_generation_prompt=True)
@@ -75,12 +80,13 @@ class Predictor:
     def generate_texts(self, samples: Sequence[Sample], images: Sequence[Any]) -> list[str]:
         """Raw answers (special tokens kept, pad/eos stripped) for one batch."""
         prompts = [self._prompt_text(s) for s in samples]
-        inputs = self.processor(images=[[img] for img in images], text=prompts, padding=True, padding_side="left", return_tensors="pt")
+        imgs = list(images) if self.seq2seq else [[img] for img in images]
+        inputs = self.processor(images=imgs, text=prompts, padding=True, padding_side="left", return_tensors="pt")
         device = next(self.model.parameters()).device
         dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), torch.float32)
         inputs = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
         out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1)
-        new = out[:, inputs["input_ids"].shape[1] :]
+        new = out if self.seq2seq else out[:, inputs["input_ids"].shape[1] :]  # a decoder-only model echoes the prompt
         tok = getattr(self.processor, "tokenizer", self.processor)
         texts = tok.batch_decode(new, skip_special_tokens=False, clean_up_tokenization_spaces=False)
         return [_strip_specials(t, self._strip) for t in texts]

@@ -17,6 +17,10 @@ which drive PaliGemma's prefix-LM attention. TRL's prompt/completion path marks 
 type 0 — bidirectional attention over the answer, i.e. a model that learns to copy — so for these
 processors vlmdet uses the processor's own suffix path instead.
 
+Encoder-decoder models (Florence-2, ``seq2seq=True``) take the prompt and image in the encoder and
+the target as decoder ``labels`` (``<s>`` target ``</s>``, pads -100): nothing of the prompt can be
+trained, by construction.
+
 Example::
 
     >>> collate = DetectionCollator(processor, dtype=torch.float32)
@@ -56,6 +60,7 @@ class DetectionCollator:
     dtype: torch.dtype = torch.float32
     image_token_id: int | None = None
     completion_only: bool = True
+    seq2seq: bool = False
     _trl: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -82,10 +87,23 @@ class DetectionCollator:
             batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
         return batch
 
+    def _collate_seq2seq(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        if not self.completion_only:
+            raise ValueError("labels=all has no meaning for an encoder-decoder model: the prompt is the encoder's input, never a label")
+        batch = dict(self.processor(
+            text=[_text_of(r["prompt"]) for r in rows], images=[r["images"][0] for r in rows], padding="longest", return_tensors="pt",
+        ))
+        target = self.processor.tokenizer([_text_of(r["completion"]) for r in rows], padding="longest", return_tensors="pt")
+        batch["labels"] = target["input_ids"].masked_fill(target["attention_mask"] == 0, -100)
+        return batch
+
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         ids = [r.get("id", f"row {i}") for i, r in enumerate(rows)]
         clean = [{k: v for k, v in r.items() if k in ("images", "prompt", "completion")} for r in rows]
-        batch = self._collate_prefix_suffix(clean) if self.prefix_suffix else self._trl(clean)
+        if self.seq2seq:
+            batch = self._collate_seq2seq(clean)
+        else:
+            batch = self._collate_prefix_suffix(clean) if self.prefix_suffix else self._trl(clean)
         lengths = batch["attention_mask"].sum(dim=1)
         if self.max_length is not None and int(lengths.max()) > self.max_length:
             i = int(lengths.argmax())
@@ -105,7 +123,7 @@ class DetectionCollator:
         if grid is not None:  # Qwen: one token per merged patch of each resized image
             merge = getattr(self.processor.image_processor, "merge_size", 1) ** 2
             expected = (grid.prod(dim=-1) // merge).tolist()
-        elif hasattr(self.processor, "image_seq_length"):  # PaliGemma: a fixed number per image
+        elif hasattr(self.processor, "image_seq_length") and not self.seq2seq:  # PaliGemma: a fixed number per image
             expected = [self.processor.image_seq_length] * len(ids)
         else:  # SmolVLM/Idefics3: the processor expands and checks the image tokens itself
             return

@@ -118,7 +118,12 @@ def answer_budget(settings: TaskSettings, samples: list[Sample], tokenizer: Any)
     return int(math.ceil(longest * 1.25)) + 8
 
 
-def build_sft_config(cfg: TrainConfig, out: Path, has_eval: bool):
+def build_sft_config(cfg: TrainConfig, out: Path, has_eval: bool, seq2seq: bool = False):
+    """TRL ``SFTConfig`` from vlmdet's defaults and ``cfg.sft`` — or, for an encoder-decoder, a plain
+    ``TrainingArguments`` with the same values (SFT-only fields such as ``max_length`` dropped)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
     from trl import SFTConfig
 
     kwargs = {**SFT_DEFAULTS, **cfg.sft, "output_dir": str(out), "seed": cfg.seed}
@@ -133,6 +138,9 @@ def build_sft_config(cfg: TrainConfig, out: Path, has_eval: bool):
         kwargs["eval_strategy"] = "no"
     if kwargs.get("eval_strategy") == "steps" and kwargs.get("save_strategy") == "steps" and kwargs.get("load_best_model_at_end"):
         kwargs["save_steps"] = kwargs.get("eval_steps", kwargs["save_steps"])
+    if seq2seq:
+        allowed = {f.name for f in dataclasses.fields(TrainingArguments)}
+        return TrainingArguments(**{k: v for k, v in kwargs.items() if k in allowed})
     return SFTConfig(**kwargs)
 
 
@@ -159,7 +167,7 @@ def train(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> TrainRe
     from vlmdet.train.callbacks import ConsoleCallback, DetectionEvalCallback, GradNormCallback, quiet_progress
     from vlmdet.train.collator import DetectionCollator
     from vlmdet.train.model import load_model, setup_trainable, trainable_summary
-    from vlmdet.train.trainer import DetectionSFTTrainer
+    from vlmdet.train.trainer import DetectionSeq2SeqTrainer, DetectionSFTTrainer
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -194,12 +202,15 @@ def train(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> TrainRe
     det_samples = eval_ds.samples[: cfg.eval.max_samples] if eval_rows is not None else []
     det_images = {s.id: eval_rows.image(s) for s in det_samples} if eval_rows is not None else None
 
-    sft_config = build_sft_config(cfg, out, has_eval=eval_rows is not None)
+    seq2seq = family.architecture == "seq2seq"
+    sft_config = build_sft_config(cfg, out, has_eval=eval_rows is not None, seq2seq=seq2seq)
     dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-    collator = DetectionCollator(processor, max_length=sft_config.max_length, dtype=dtype, completion_only=cfg.labels == "completion")
+    collator = DetectionCollator(processor, max_length=getattr(sft_config, "max_length", None), dtype=dtype,
+                                 completion_only=cfg.labels == "completion", seq2seq=seq2seq)
     grad_cb = GradNormCallback(family, patience=cfg.grad_check_steps, stop_on_failure=cfg.stop_on_bad_grads)
     det_cb = DetectionEvalCallback(det_samples, settings, processor, batch_size=cfg.eval.batch_size, images=det_images)
-    trainer = DetectionSFTTrainer(
+    trainer_cls = DetectionSeq2SeqTrainer if seq2seq else DetectionSFTTrainer
+    trainer = trainer_cls(
         model=model,
         args=sft_config,
         train_dataset=train_rows.dataset(),

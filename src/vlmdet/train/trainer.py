@@ -1,21 +1,25 @@
 """``SFTTrainer`` with two additions: separate learning rates for vision / projector / language /
 adapters, and callback figures (per-group gradient norms) merged into the training log entry.
 
-Everything else (loss, collator contract, PEFT handling, checkpoints, resume) is TRL's.
+Everything else (loss, collator contract, PEFT handling, checkpoints, resume) is TRL's. Encoder-
+decoder families (Florence-2) do not fit TRL's causal prompt/completion path; they train with
+``DetectionSeq2SeqTrainer``: the same two additions on ``transformers.Trainer``, whose loss is the
+model's own (decoder cross-entropy over the ``labels``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from transformers import Trainer
 from trl import SFTTrainer
 
 from vlmdet.families import Family
 from vlmdet.train.model import param_group
 
 
-class DetectionSFTTrainer(SFTTrainer):
-    """``SFTTrainer(..., family=F, group_lrs={"vision": 1e-5, "projector": 1e-4})``.
+class _GroupLRMixin:
+    """``Trainer(..., family=F, group_lrs={"vision": 1e-5, "projector": 1e-4})``.
 
     Groups without an entry use ``args.learning_rate``. Weight decay follows the Trainer's rule
     (none for biases and norms) inside each group.
@@ -56,3 +60,11 @@ class DetectionSFTTrainer(SFTTrainer):
         optimizer_kwargs.pop("params", None)
         self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
         return self.optimizer
+
+
+class DetectionSFTTrainer(_GroupLRMixin, SFTTrainer):
+    """TRL's ``SFTTrainer`` with per-group learning rates and gradient norms in the log (chat VLMs)."""
+
+
+class DetectionSeq2SeqTrainer(_GroupLRMixin, Trainer):
+    """``transformers.Trainer`` with per-group learning rates and gradient norms (encoder-decoders)."""
