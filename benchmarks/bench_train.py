@@ -139,7 +139,7 @@ def ablation(args) -> dict:
         r = train(_demo_cfg(OUT / "ablation" / name.replace(" ", "_"), *extra, *args.set))
         rows[name] = {"before_map50": r.before["map50"], "after_map50": r.after["map50"], "after_map": r.after["map"],
                       "after_mean_iou": r.after["mean_iou"], "after_parse_failures": r.after["parse_failure_rate"], "train_seconds": r.train_seconds}
-    print("\nablation (demo budget each)")
+    print(f"\nablation (same budget each: demo config{' + ' + ' '.join(args.set) if args.set else ''})")
     print(f"{'recipe':32s} {'mAP50':>7} {'mAP':>7} {'IoU':>6} {'parse-fail':>10} {'train s':>8}")
     for name, r in rows.items():
         print(f"{name:32s} {r['after_map50']:7.3f} {r['after_map']:7.3f} {r['after_mean_iou']:6.3f} {r['after_parse_failures']:10.1%} {r['train_seconds']:8.0f}")
