@@ -185,7 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.func(args, extra) or 0)
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:  # user errors: one clear line, no traceback
-        print(f"vlmdet {args.command}: error: {exc}", file=sys.stderr)
+        if os.environ.get("VLMDET_DEBUG"):
+            raise
+        print(f"vlmdet {args.command}: error: {exc} (VLMDET_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 2
 
 
