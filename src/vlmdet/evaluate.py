@@ -39,9 +39,15 @@ class ModelEval:
 
 
 def evaluate_model(model_dir: str, dataset: DetectionDataset, batch_size: int = 8, family: str | None = None, max_new_tokens: int | None = None, progress: bool = True) -> ModelEval:
-    model, processor, settings = load_for_inference(model_dir, family=family, classes=dataset.classes or None, task="ground" if any(s.phrase for s in dataset) else None)
-    if not settings.classes and not any(s.phrase for s in dataset):
-        settings.classes = list(dataset.classes)
+    grounding = any(s.phrase for s in dataset)
+    # A trained folder keeps the classes (so the prompt) it was trained with; a bare model gets the dataset's.
+    model, processor, settings = load_for_inference(model_dir, family=family, task="ground" if grounding else None)
+    if not grounding:
+        if not settings.classes:
+            settings.classes = list(dataset.classes)
+        elif list(settings.classes) != list(dataset.classes):
+            print(f"[vlmdet] note: {model_dir} was trained to detect {settings.classes}; the dataset lists {dataset.classes}. "
+                  "Prompting with the trained classes.", flush=True)
     predictor = Predictor(model, processor, settings, batch_size=batch_size, max_new_tokens=max_new_tokens)
     preds = predictor.predict(dataset.samples, progress=progress, desc=f"eval {Path(model_dir).name}")
     return ModelEval(str(model_dir), evaluate_predictions(dataset.samples, preds, settings), preds)
