@@ -99,3 +99,12 @@ def test_florence2_labels_are_the_decoder_target_only(tiny_model_dir, train_spli
         assert tok.decode(batch["input_ids"][i][batch["attention_mask"][i] == 1]).endswith("<s>Locate the objects with category name in the image.</s>")
     with pytest.raises(ValueError, match="no meaning for an encoder-decoder"):
         DetectionCollator(processor, seq2seq=True, completion_only=False)([settings.row(samples[0])])
+
+
+def test_no_chat_template_and_no_suffix_mode_is_a_clear_error(tiny_model_dir, train_split):
+    processor = AutoProcessor.from_pretrained(tiny_model_dir("qwen2_5_vl"))
+    settings = TaskSettings.for_model("qwen2_5_vl", processor, classes=train_split.classes)
+    row = settings.row(train_split.samples[0])
+    processor.chat_template = None  # e.g. a base checkpoint shipped without one
+    with pytest.raises(ValueError, match="no chat template and no prefix/suffix mode"):
+        DetectionCollator(processor)([row])

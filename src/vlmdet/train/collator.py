@@ -73,7 +73,16 @@ class DetectionCollator:
     @property
     def prefix_suffix(self) -> bool:
         """True for processors without a chat template (PaliGemma): prompt = prefix, target = suffix."""
-        return getattr(self.processor, "chat_template", None) is None
+        if getattr(self.processor, "chat_template", None) is not None:
+            return False
+        import inspect
+
+        if "suffix" not in inspect.signature(self.processor.__call__).parameters:
+            raise ValueError(
+                f"{type(self.processor).__name__} has no chat template and no prefix/suffix mode: vlmdet cannot build "
+                "completion-only labels. Use the model's instruct/chat checkpoint, or set processor.chat_template."
+            )
+        return True
 
     def _collate_prefix_suffix(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         prefixes = [_text_of(r["prompt"]) for r in rows]
