@@ -88,6 +88,7 @@ def step_speed(args) -> dict:
 
     from vlmdet.data.readers import open_dataset
     from vlmdet.rows import TaskSettings
+    from vlmdet.train.model import set_max_pixels
     from vlmdet.train.recipe import prepare_data_source, prepare_model_source, train
 
     base = OUT / "speed"
@@ -102,7 +103,7 @@ def step_speed(args) -> dict:
     # collator, SFTConfig defaults (gradient checkpointing on); only what a CPU needs is changed.
     processor = AutoProcessor.from_pretrained(model_dir)
     if cfg.max_pixels:  # same image budget (so the same sequences) as the demo recipe
-        processor.image_processor.size = {**dict(processor.image_processor.size), "longest_edge": int(cfg.max_pixels)}
+        set_max_pixels(processor, cfg.max_pixels)
     ds = open_dataset(data_dir, "train")
     settings = TaskSettings.for_model("qwen2_5_vl", processor, classes=ds.classes)
     raw = datasets.Dataset.from_list([settings.row(s) for s in ds.samples[: batch * (args.steps + 2)]])

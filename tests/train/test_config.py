@@ -46,3 +46,17 @@ def test_demo_config_loads_and_every_sft_key_is_valid():
     cfg = load_config(DEMO_CONFIG, ["output_dir=/tmp/x"])
     assert cfg.model == "tiny:qwen2_5_vl" and cfg.data == "synth" and cfg.finetune == "full"
     SFTConfig(output_dir="/tmp/x", **{k: v for k, v in cfg.sft.items()}, use_cpu=True)
+
+
+def test_max_pixels_sets_the_qwen_budget_and_refuses_other_processors(tiny_model_dir):
+    from transformers import AutoProcessor
+
+    from vlmdet.families._qwen import qwen_resize_settings
+    from vlmdet.train.model import set_max_pixels
+
+    qwen = AutoProcessor.from_pretrained(tiny_model_dir("qwen2_5_vl"))
+    set_max_pixels(qwen, 7056)
+    assert qwen_resize_settings(qwen)["max_pixels"] == 7056  # the codec sees the same budget
+    smol = AutoProcessor.from_pretrained(tiny_model_dir("smolvlm"))
+    with pytest.raises(ValueError, match="leave max_pixels unset"):
+        set_max_pixels(smol, 7056)

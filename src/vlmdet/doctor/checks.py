@@ -69,8 +69,9 @@ def _load_model(ctx: DoctorContext):
 
 def _collator(ctx: DoctorContext, model: Any = None):
     from vlmdet.train.collator import DetectionCollator
+    from vlmdet.train.model import model_dtype
 
-    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point()) if model is not None else torch.float32
+    dtype = model_dtype(model) if model is not None else torch.float32
     return DetectionCollator(ctx.processor, dtype=dtype, completion_only=ctx.cfg.labels == "completion", seq2seq=ctx.family.architecture == "seq2seq")
 
 
@@ -344,9 +345,7 @@ def run_doctor(cfg: TrainConfig, out_dir: str | Path | None = None, checks: list
     out = Path(out_dir or Path(cfg.output_dir) / "doctor")
     out.mkdir(parents=True, exist_ok=True)
     model_src = prepare_model_source(cfg, Path(cfg.output_dir))
-    _, processor, family = load_model(model_src, cfg.family)
-    if cfg.max_pixels:
-        processor.image_processor.size = {**dict(processor.image_processor.size), "longest_edge": int(cfg.max_pixels)}
+    _, processor, family = load_model(model_src, cfg.family, max_pixels=cfg.max_pixels)
     cfg.eval_split = ""
     train_ds, _ = read_splits(cfg, prepare_data_source(cfg, Path(cfg.output_dir)))
     settings = TaskSettings.for_model(family.name, processor, task=cfg.task, classes=list(cfg.classes or train_ds.classes), target_space=cfg.target_space)

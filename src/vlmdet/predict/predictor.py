@@ -21,6 +21,7 @@ import torch
 from vlmdet.codecs import Decoded
 from vlmdet.data.sample import Sample
 from vlmdet.rows import TaskSettings
+from vlmdet.train.model import model_dtype
 
 
 @dataclass
@@ -83,7 +84,7 @@ class Predictor:
         imgs = list(images) if self.seq2seq else [[img] for img in images]
         inputs = self.processor(images=imgs, text=prompts, padding=True, padding_side="left", return_tensors="pt")
         device = next(self.model.parameters()).device
-        dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), torch.float32)
+        dtype = model_dtype(self.model)
         inputs = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
         out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1)
         new = out if self.seq2seq else out[:, inputs["input_ids"].shape[1] :]  # a decoder-only model echoes the prompt

@@ -53,8 +53,34 @@ def default_dtype() -> torch.dtype:
     return torch.float32
 
 
-def load_model(model_id: str | Path, family: str | None = None, dtype: torch.dtype | None = None, quantize_4bit: bool = False, **kwargs: Any):
-    """``(model, processor, family)`` from a local dir or hub id, through the same ``from_pretrained`` path."""
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The floating dtype of ``model``'s weights (what pixel values must be cast to)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def set_max_pixels(processor: Any, max_pixels: int) -> None:
+    """Bound the image budget of a Qwen-VL image processor (its ``size.longest_edge`` is max pixels).
+
+    Other image processors use ``longest_edge`` for a side length in pixels, so the setting would
+    mean something else there: that is an error rather than a silent resize.
+    """
+    ip = processor.image_processor
+    if not hasattr(ip, "merge_size"):
+        raise ValueError(f"max_pixels sets the pixel budget of Qwen-VL image processors; {type(ip).__name__} has none: leave max_pixels unset")
+    ip.size = {**dict(ip.size), "longest_edge": int(max_pixels)}
+
+
+def load_model(
+    model_id: str | Path,
+    family: str | None = None,
+    dtype: torch.dtype | None = None,
+    quantize_4bit: bool = False,
+    max_pixels: int | None = None,
+    **kwargs: Any,
+):
+    """``(model, processor, family)`` from a local dir or hub id, through the same ``from_pretrained`` path.
+
+    ``max_pixels`` overrides the processor's image budget (see :func:`set_max_pixels`)."""
     import transformers
     from transformers import AutoConfig, AutoProcessor
 
@@ -76,6 +102,8 @@ def load_model(model_id: str | Path, family: str | None = None, dtype: torch.dty
         load_kwargs["device_map"] = {"": torch.cuda.current_device()}
     model = getattr(transformers, fam.auto_class).from_pretrained(src, **load_kwargs)
     processor = AutoProcessor.from_pretrained(src)
+    if max_pixels:
+        set_max_pixels(processor, max_pixels)
     return model, processor, fam
 
 

@@ -166,7 +166,7 @@ def train(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> TrainRe
     from vlmdet.report import print_table, write_report
     from vlmdet.train.callbacks import ConsoleCallback, DetectionEvalCallback, GradNormCallback, quiet_progress
     from vlmdet.train.collator import DetectionCollator
-    from vlmdet.train.model import load_model, setup_trainable, trainable_summary
+    from vlmdet.train.model import load_model, model_dtype, setup_trainable, trainable_summary
     from vlmdet.train.trainer import DetectionSeq2SeqTrainer, DetectionSFTTrainer
 
     out = Path(cfg.output_dir)
@@ -176,9 +176,7 @@ def train(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> TrainRe
 
     # 1. model
     model_src = prepare_model_source(cfg, out)
-    model, processor, family = load_model(model_src, cfg.family, quantize_4bit=cfg.finetune == "qlora")
-    if cfg.max_pixels:
-        processor.image_processor.size = {**dict(processor.image_processor.size), "longest_edge": int(cfg.max_pixels)}
+    model, processor, family = load_model(model_src, cfg.family, quantize_4bit=cfg.finetune == "qlora", max_pixels=cfg.max_pixels)
     model = setup_trainable(model, family, cfg)
     counts = trainable_summary(model, family)
     log(f"model {model_src} ({family.name}, {counts['all_params']:,} params); trainable: "
@@ -204,8 +202,7 @@ def train(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> TrainRe
 
     seq2seq = family.architecture == "seq2seq"
     sft_config = build_sft_config(cfg, out, has_eval=eval_rows is not None, seq2seq=seq2seq)
-    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-    collator = DetectionCollator(processor, max_length=getattr(sft_config, "max_length", None), dtype=dtype,
+    collator = DetectionCollator(processor, max_length=getattr(sft_config, "max_length", None), dtype=model_dtype(model),
                                  completion_only=cfg.labels == "completion", seq2seq=seq2seq)
     grad_cb = GradNormCallback(family, patience=cfg.grad_check_steps, stop_on_failure=cfg.stop_on_bad_grads)
     det_cb = DetectionEvalCallback(det_samples, settings, processor, batch_size=cfg.eval.batch_size, images=det_images)
