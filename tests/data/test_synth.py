@@ -81,3 +81,25 @@ def test_deterministic_for_a_seed(tmp_path):
 def test_bad_settings_are_rejected(kwargs):
     with pytest.raises(ValueError):
         SynthConfig(**kwargs)
+
+
+def test_colour_by_class_gives_each_class_its_own_hue(tmp_path):
+    import colorsys
+
+    cfg = SynthConfig(seed=3, classes=("circle", "square", "triangle"), colour_by_class=True, image_format="png",
+                      max_overlap=0.0, noise=0.0, splits={"train": 40})
+    out = write_synthetic_coco(tmp_path, cfg)
+    coco = COCO(str(out / "train" / "annotations.json"))
+    hues: dict[str, list[float]] = {}
+    for img_id, info in coco.imgs.items():
+        arr = np.asarray(Image.open(out / "train" / "images" / info["file_name"]).convert("RGB"))
+        for ann in coco.imgToAnns[img_id]:
+            x, y, w, h = ann["bbox"]
+            r, g, b = arr[int(y + h / 2), int(x + w / 2)] / 255.0  # every shape covers its box centre
+            hues.setdefault(coco.cats[ann["category_id"]]["name"], []).append(colorsys.rgb_to_hsv(r, g, b)[0])
+    assert set(hues) == {"circle", "square", "triangle"}
+    expected = {"circle": 0.0, "square": 1 / 3, "triangle": 2 / 3}
+    for name, hs in hues.items():
+        # hue distance on the circle: within the +-0.03 jitter (plus rounding), far from the other classes
+        dist = [min(abs(h - expected[name]), 1 - abs(h - expected[name])) for h in hs]
+        assert max(dist) < 0.05, (name, max(dist))

@@ -11,7 +11,10 @@
 Each image has its own size (non-square, ``min_side``..``max_side``), 0..``max_objects`` shapes
 (a share of images have none: negatives), shapes of several classes in random colours, and any
 two boxes overlap by at most ``max_overlap`` IoU. Boxes are the tight pixel extent of what was
-drawn. Every image is generated from ``(seed, split, index)`` alone, so a dataset is identical for
+drawn. With ``colour_by_class=True`` each class gets its own hue (evenly spaced on the colour
+wheel, jittered), so the class can be read from colour as well as shape: the offline demo uses it
+because a vision tower trained from random weights learns colour within minutes on a CPU but shape
+much more slowly (measured: issue 4's closing note and ``configs/demo.yaml``). Every image is generated from ``(seed, split, index)`` alone, so a dataset is identical for
 a seed whatever the split sizes.
 """
 
@@ -45,6 +48,7 @@ class SynthConfig:
     max_overlap: float = 0.1
     rotate: bool = True  # False: squares and crosses axis-aligned, triangles and stars upright
     noise: float = 6.0
+    colour_by_class: bool = False  # True: each class has its own hue (class readable from colour alone)
     image_format: str = "jpg"  # "jpg" (quality 92: small and fast, like most real datasets) or "png"
     seed: int = 0
     splits: dict[str, int] = field(default_factory=lambda: {"train": 200, "val": 50, "test": 50})
@@ -106,6 +110,16 @@ def _colour(rng: np.random.Generator, avoid: np.ndarray) -> tuple[int, int, int]
     return tuple(int(255 - v) for v in avoid)
 
 
+def _class_colour(rng: np.random.Generator, class_index: int, n_classes: int) -> tuple[int, int, int]:
+    # One hue per class, evenly spaced on the colour wheel; saturation and value jittered but kept
+    # strong and dark enough to stand out from the light backgrounds.
+    import colorsys
+
+    hue = (class_index / n_classes + rng.uniform(-0.03, 0.03)) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, rng.uniform(0.75, 1.0), rng.uniform(0.55, 0.85))
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
 def render_image(cfg: SynthConfig, rng: np.random.Generator) -> tuple[Image.Image, list[tuple[list[float], str]]]:
     """Draw one image; returns it and its objects as ``([x1, y1, x2, y2] pixels, class)``."""
     w = int(rng.integers(cfg.min_side, cfg.max_side + 1))
@@ -141,7 +155,7 @@ def render_image(cfg: SynthConfig, rng: np.random.Generator) -> tuple[Image.Imag
                 continue
             if any(_iou(box, np.array(b)) > cfg.max_overlap for b, _ in objects):
                 continue
-            colour = _colour(rng, bg)
+            colour = _class_colour(rng, cfg.classes.index(shape), len(cfg.classes)) if cfg.colour_by_class else _colour(rng, bg)
             if pts is None:
                 draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
             else:
