@@ -14,12 +14,13 @@ two boxes overlap by at most ``max_overlap`` IoU. Boxes are the tight pixel exte
 drawn. With ``colour_by_class=True`` each class gets its own hue (evenly spaced on the colour
 wheel, jittered), so the class can be read from colour as well as shape: the offline demo uses it
 because a vision tower trained from random weights learns colour within minutes on a CPU but shape
-much more slowly (measured: issue 4's closing note and ``configs/demo.yaml``). Every image is generated from ``(seed, split, index)`` alone, so a dataset is identical for
-a seed whatever the split sizes.
+much more slowly (figures in ``configs/demo.yaml``). Every image is generated from
+``(seed, split, index)`` alone, so a dataset is identical for a seed whatever the split sizes.
 """
 
 from __future__ import annotations
 
+import colorsys
 import json
 import math
 import zlib
@@ -113,8 +114,6 @@ def _colour(rng: np.random.Generator, avoid: np.ndarray) -> tuple[int, int, int]
 def _class_colour(rng: np.random.Generator, class_index: int, n_classes: int) -> tuple[int, int, int]:
     # One hue per class, evenly spaced on the colour wheel; saturation and value jittered but kept
     # strong and dark enough to stand out from the light backgrounds.
-    import colorsys
-
     hue = (class_index / n_classes + rng.uniform(-0.03, 0.03)) % 1.0
     r, g, b = colorsys.hsv_to_rgb(hue, rng.uniform(0.75, 1.0), rng.uniform(0.55, 0.85))
     return int(r * 255), int(g * 255), int(b * 255)
