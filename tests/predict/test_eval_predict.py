@@ -61,3 +61,21 @@ def test_eval_missing_model_is_a_clear_error(synth_dir, tmp_path, capsys, monkey
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main(["eval", "--model", str(tmp_path / "nope"), "--data", str(synth_dir)]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_lora_adapter_folder_loads_on_its_base_with_the_base_family(tiny_model_dir, tmp_path):
+    # A bare PEFT adapter folder (no vlmdet.json): the family comes from the base model's config.
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from vlmdet.predict.loading import load_for_inference
+
+    base = tiny_model_dir("qwen3_vl")
+    peft_model = get_peft_model(AutoModelForImageTextToText.from_pretrained(base), LoraConfig(r=2, target_modules=["q_proj"]))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    AutoProcessor.from_pretrained(base).save_pretrained(tmp_path / "adapter")
+    assert not (tmp_path / "adapter" / "config.json").exists()
+
+    model, _, settings = load_for_inference(tmp_path / "adapter", classes=["circle"])
+    assert settings.family == "qwen3_vl" and settings.classes == ["circle"]
+    assert getattr(model, "peft_config", None), "the adapter was not applied"

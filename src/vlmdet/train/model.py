@@ -7,6 +7,7 @@ and ``adapters`` (LoRA weights wherever they sit).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -80,13 +81,14 @@ def load_model(
 ):
     """``(model, processor, family)`` from a local dir or hub id, through the same ``from_pretrained`` path.
 
+    A PEFT adapter folder (``adapter_config.json``) loads its base model with the adapter on top
+    (transformers' PEFT integration); its family is read from the base model's config.
     ``max_pixels`` overrides the processor's image budget (see :func:`set_max_pixels`)."""
     import transformers
-    from transformers import AutoConfig, AutoProcessor
+    from transformers import AutoProcessor
 
     src = check_model_source(model_id)
-    config = AutoConfig.from_pretrained(src)
-    fam = get_family(family) if family else family_for_model(config)
+    fam = get_family(family) if family else _family_of(src)
     load_kwargs: dict[str, Any] = {"dtype": dtype or default_dtype(), **kwargs}
     if quantize_4bit:
         if not torch.cuda.is_available():
@@ -105,6 +107,14 @@ def load_model(
     if max_pixels:
         set_max_pixels(processor, max_pixels)
     return model, processor, fam
+
+
+def _family_of(src: str) -> Family:
+    from transformers import AutoConfig
+
+    adapter = Path(src) / "adapter_config.json"
+    base = json.loads(adapter.read_text())["base_model_name_or_path"] if adapter.is_file() else src
+    return family_for_model(AutoConfig.from_pretrained(base))
 
 
 def check_model_source(model_id: str | Path) -> str:
