@@ -137,7 +137,8 @@ def render_image(cfg: SynthConfig, rng: np.random.Generator) -> tuple[Image.Imag
     side = min(w, h)
     for _ in range(n):
         for _attempt in range(30):
-            shape = cfg.classes[int(rng.integers(len(cfg.classes)))]
+            k = int(rng.integers(len(cfg.classes)))
+            shape = cfg.classes[k]
             size = rng.uniform(cfg.min_object_frac, cfg.max_object_frac) * side
             r = size / 2
             cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
@@ -154,7 +155,7 @@ def render_image(cfg: SynthConfig, rng: np.random.Generator) -> tuple[Image.Imag
                 continue
             if any(_iou(box, np.array(b)) > cfg.max_overlap for b, _ in objects):
                 continue
-            colour = _class_colour(rng, cfg.classes.index(shape), len(cfg.classes)) if cfg.colour_by_class else _colour(rng, bg)
+            colour = _class_colour(rng, k, len(cfg.classes)) if cfg.colour_by_class else _colour(rng, bg)
             if pts is None:
                 draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
             else:
