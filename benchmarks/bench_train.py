@@ -24,9 +24,9 @@ OUT = Path("runs/bench")
 
 
 def _demo_cfg(out: Path, *extra: str):
-    from vlmdet.train.config import DEMO_CONFIG, load_config
+    from vlmdet.train.config import load_config
 
-    return load_config(DEMO_CONFIG, [f"output_dir={out}", *extra])
+    return load_config("demo", [f"output_dir={out}", "overwrite=true", *extra])
 
 
 def time_to_quality(args) -> dict:
@@ -88,13 +88,14 @@ def step_speed(args) -> dict:
 
     from vlmdet.data.readers import open_dataset
     from vlmdet.rows import TaskSettings
-    from vlmdet.train.model import set_max_pixels
-    from vlmdet.train.recipe import prepare_data_source, prepare_model_source, train
+    from vlmdet.models.loading import set_max_pixels
+    from vlmdet.run import data_source, model_source
+    from vlmdet.train.recipe import train
 
     base = OUT / "speed"
     cfg = _demo_cfg(base / "ours", f"max_steps={args.steps}", "eval.before=false", "eval.after=false", "eval_strategy=no", "save_strategy=no", "logging_steps=1000")
-    model_dir = prepare_model_source(cfg, base)
-    data_dir = prepare_data_source(cfg, base)
+    model_dir = model_source(cfg, base)
+    data_dir = data_source(cfg, base)
     cfg.model, cfg.data = model_dir, data_dir
     batch = cfg.sft["per_device_train_batch_size"]
     results = {}

@@ -40,16 +40,40 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_control(args: argparse.Namespace) -> list[str]:
+    """``--resume`` / ``--overwrite`` as config overrides (they steer the run, they are not settings of it)."""
+    return [f"{k}=true" for k in ("resume", "overwrite") if getattr(args, k, False)]
+
+
+def _interrupted(cfg, command: str, config_arg: str | None, extra: list[str]) -> int:
+    """Ctrl-C during training: one line saying where the last checkpoint is and how to resume."""
+    import shlex
+    from pathlib import Path
+
+    from vlmdet.run import RunFolder
+
+    last = RunFolder(Path(cfg.output_dir)).last_checkpoint()
+    again = " ".join(["vlmdet", command] + (["--config", shlex.quote(config_arg)] if config_arg else []) + [shlex.quote(e) for e in extra if e not in ("--resume", "--overwrite")] + ["--resume"])
+    if last is None:
+        print(f"\nvlmdet {command}: interrupted before the first checkpoint; nothing saved in {cfg.output_dir} to resume from", file=sys.stderr)
+    else:
+        print(f"\nvlmdet {command}: interrupted; last checkpoint {last} — resume with: {again}", file=sys.stderr)
+    return 130
+
+
 def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
-    from vlmdet.train.config import DEMO_CONFIG, load_config
+    from vlmdet.train.config import load_config
     from vlmdet.train.recipe import train
 
     config = args.config
     if config is None and not extra:
-        config = DEMO_CONFIG
-        print(f"[vlmdet] no arguments: running the offline demo ({config})", flush=True)
-    cfg = load_config(config, extra)
-    result = train(cfg)
+        config = "demo"
+        print("[vlmdet] no settings: running the offline demo (--config demo)", flush=True)
+    cfg = load_config(config, extra + _run_control(args))
+    try:
+        result = train(cfg)
+    except KeyboardInterrupt:
+        return _interrupted(cfg, "train", config, extra + _run_control(args))
     if result.after and result.before and result.after.get("map50", 0) <= result.before.get("map50", 0):
         print("[vlmdet] WARNING: the fine-tuned model is not better than the base on mAP50", file=sys.stderr)
     return 0
@@ -84,9 +108,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_doctor(args: argparse.Namespace, extra: list[str]) -> int:
     from vlmdet.doctor import run_doctor
-    from vlmdet.train.config import DEMO_CONFIG, load_config
+    from vlmdet.train.config import load_config
 
-    cfg = load_config(args.config or (DEMO_CONFIG if not extra else None), extra)
+    cfg = load_config(args.config or ("demo" if not extra else None), extra)
     results = run_doctor(cfg, out_dir=args.out, checks=args.checks.split(",") if args.checks else None)
     failed = [r.name for r in results if not r.ok]
     print(f"[vlmdet] doctor: {len(results) - len(failed)}/{len(results)} checks passed" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
@@ -117,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides (any vlmdet setting, SFTConfig field or LoraConfig field; dotted keys like sft.learning_rate=1e-4). "
         "With no arguments at all, runs the offline demo.",
     )
-    p.add_argument("--config", default=None, help="YAML config (see configs/demo.yaml)")
+    p.add_argument("--config", default=None, help="YAML config (see configs/demo.yaml); 'demo' is the offline demo's")
+    p.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last checkpoint (same settings, same data)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished or unfinished run in output_dir")
     p.set_defaults(func=_cmd_train, wants_extra=True)
 
     p = sub.add_parser("eval", help="score a model on a dataset split: COCO mAP, IoU, parse failures, report + images")
@@ -149,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("doctor", help="check labels, coordinates, gradients and overfitting for a train config")
-    p.add_argument("--config", default=None, help="the train config (default with no overrides: the demo's)")
+    p.add_argument("--config", default=None, help="the train config (default with no overrides: the demo's, --config demo)")
     p.add_argument("--out", default=None, help="where to write the HTML/PNG evidence (default: <output_dir>/doctor)")
     p.add_argument("--checks", default=None, help="comma-separated subset of labels,coordinates,gradients,overfit")
     p.set_defaults(func=_cmd_doctor, wants_extra=True)
@@ -189,6 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"vlmdet {args.command}: error: {exc} (VLMDET_DEBUG=1 shows the traceback)", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\nvlmdet {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

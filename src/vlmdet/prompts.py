@@ -28,6 +28,33 @@ from typing import Literal
 TaskKind = Literal["detect", "detect_named", "ground"]
 PROMPT_STYLES = ("chat_json", "qwen2_vl", "paligemma", "florence2")
 
+# What separates or frames class names in each style's prompt: a class name holding one of these
+# would be read as two classes (or end the list), so it is refused rather than silently split.
+CLASS_SEPARATORS = {
+    "chat_json": (",", '"'),
+    "qwen2_vl": (",", "<|"),
+    "paligemma": (";", "<"),
+    "florence2": (" . ", "<"),
+}
+
+
+def check_class_names(classes: Sequence[str], style: str) -> None:
+    """Every class name fits the ``style``'s class list: non-empty, one line, no separator.
+
+    Raises ``ValueError`` naming the class, the character and why.
+    """
+    for name in classes:
+        if not isinstance(name, str) or not name.strip() or name != name.strip():
+            raise ValueError(f"class name {name!r} must be a non-empty string without surrounding spaces; rename it in the annotations")
+        if "\n" in name or "\r" in name:
+            raise ValueError(f"class name {name!r} spans several lines; rename it in the annotations")
+        bad = next((sep for sep in CLASS_SEPARATORS.get(style, ()) if sep in name), None)
+        if bad is not None:
+            raise ValueError(
+                f"class name {name!r} contains {bad!r}, which separates or quotes the class list in the {style} prompt: the model "
+                f"would read it as another class. Rename the class in the annotations (e.g. {name.replace(bad, ' ').strip()!r})"
+            )
+
 
 @dataclass(frozen=True)
 class Task:
@@ -66,6 +93,7 @@ def build_prompt(task: Task, style: str) -> str:
         if style == "qwen2_vl":
             return f"Find <|object_ref_start|>{phrase}<|object_ref_end|>"
         return f'Locate "{phrase}" in the image. Report bbox coordinates in JSON format.'
+    check_class_names(task.classes, style)
     names = ", ".join(task.classes)
     if style == "paligemma":
         return "detect " + " ; ".join(task.classes)

@@ -23,7 +23,7 @@ import numpy as np
 
 from vlmdet.codecs import Codec, Decoded, get_codec
 from vlmdet.data.sample import Sample
-from vlmdet.prompts import Task, build_prompt
+from vlmdet.prompts import Task, build_prompt, check_class_names
 
 SETTINGS_FILE = "vlmdet.json"
 
@@ -90,6 +90,19 @@ class TaskSettings:
 
         return JsonBoxCodec(space="original_pixels", fenced=getattr(self.codec, "fenced", True), name="original_pixels")
 
+    def check(self) -> None:
+        """Refuse settings a model could not be prompted with or answer in: class names that break the
+        family's prompt list or its answer format (``ValueError`` naming the class and the fix)."""
+        if self.task == "ground":
+            return
+        if not self.classes:
+            raise ValueError(f"task {self.task} needs a class list: set `classes` or use data that names its classes")
+        check_class_names(self.classes, self.family_spec.prompt_style)
+        try:
+            self.target_codec.check_labels(np.zeros((len(self.classes), 4)), list(self.classes))
+        except ValueError as exc:
+            raise ValueError(f"class list {list(self.classes)}: {exc}") from None
+
     def task_for(self, sample: Sample) -> Task:
         if self.task == "ground" or sample.phrase is not None:
             if not sample.phrase:
@@ -141,3 +154,37 @@ class TaskSettings:
             return None
         data = json.loads(path.read_text())
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__ and not k.startswith("_")})
+
+
+class RowSource:
+    """Samples as TRL prompt/completion rows, images decoded on access (through ``cache`` if given).
+
+    Every training method takes its rows from here (SFT trains on the completion; GRPO generates
+    its own and scores them against the sample), so both see the same prompts and images.
+    """
+
+    def __init__(self, samples: list[Sample], settings: TaskSettings, cache: Any | None = None) -> None:
+        self.samples, self.settings, self.cache = samples, settings, cache
+
+    def image(self, sample: Sample):
+        if self.cache is None:
+            return sample.load_image()
+        return self.cache.get(sample.id, sample.load_image)
+
+    def row(self, i: int) -> dict[str, Any]:
+        s = self.samples[i]
+        return {**self.settings.row(s, self.image(s)), "id": s.source or s.id}
+
+    def dataset(self):
+        """A ``datasets.Dataset`` of indices whose transform builds rows on the fly.
+
+        TRL wants a ``datasets.Dataset``; materialising every image into Arrow would copy the whole
+        image set, so the rows (and images) are produced lazily by ``with_transform``.
+        """
+        import datasets
+
+        def transform(batch: dict[str, list]) -> dict[str, list]:
+            rows = [self.row(i) for i in batch["index"]]
+            return {k: [r[k] for r in rows] for k in rows[0]}
+
+        return datasets.Dataset.from_dict({"index": list(range(len(self.samples)))}).with_transform(transform)

@@ -56,7 +56,7 @@ def test_a_group_cut_off_from_the_loss_warns_with_the_cause_and_can_stop():
 def test_qlora_on_cpu_is_a_clear_error(tiny_model_dir):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: QLoRA is available here")
-    from vlmdet.train.model import load_model
+    from vlmdet.models.loading import load_model
 
     with pytest.raises(RuntimeError, match="QLoRA needs a CUDA GPU.*finetune=lora"):
         load_model(tiny_model_dir("qwen2_5_vl"), quantize_4bit=True)

@@ -52,7 +52,7 @@ def test_max_pixels_sets_the_qwen_budget_and_refuses_other_processors(tiny_model
     from transformers import AutoProcessor
 
     from vlmdet.families._qwen import qwen_resize_settings
-    from vlmdet.train.model import set_max_pixels
+    from vlmdet.models.loading import set_max_pixels
 
     qwen = AutoProcessor.from_pretrained(tiny_model_dir("qwen2_5_vl"))
     set_max_pixels(qwen, 7056)

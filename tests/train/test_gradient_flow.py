@@ -31,7 +31,7 @@ def _batch(model_dir, family, synth_dir):
     ds = open_dataset(synth_dir, "train")
     settings = TaskSettings.for_model(family, processor, classes=ds.classes)
     samples = [s for s in ds.samples if len(s.boxes)][:4]
-    return DetectionCollator(processor, seq2seq=get_family(family).architecture == "seq2seq")([settings.row(s) for s in samples])
+    return DetectionCollator(processor, layout=get_family(family).answer_layout)([settings.row(s) for s in samples])
 
 
 def _two_steps(model, batch):

@@ -7,6 +7,7 @@ import torch
 from transformers import AutoProcessor
 
 from vlmdet.data.readers import open_dataset
+from vlmdet.families import get_family
 from vlmdet.rows import TaskSettings
 from vlmdet.train.collator import DetectionCollator, SequenceTooLongError
 
@@ -30,7 +31,7 @@ def test_label_span_is_exactly_the_target(family, tiny_model_dir, train_split):
     processor = AutoProcessor.from_pretrained(tiny_model_dir(family))
     settings = TaskSettings.for_model(family, processor, classes=train_split.classes)
     samples = train_split.samples[:6]
-    batch = DetectionCollator(processor)([settings.row(s) | {"id": s.id} for s in samples])
+    batch = DetectionCollator(processor, layout=get_family(family).answer_layout)([settings.row(s) | {"id": s.id} for s in samples])
     tok = processor.tokenizer
     image_id = processor.image_token_id
     lead, end, prompt_end = TURN[family]
@@ -80,7 +81,7 @@ def test_paligemma_suffix_is_token_type_1_and_attends_causally(tiny_model_dir, t
     """PaliGemma attends bidirectionally over token type 0: the answer must be type 1, the prompt 0."""
     processor = AutoProcessor.from_pretrained(tiny_model_dir("paligemma"))
     settings = TaskSettings.for_model("paligemma", processor, classes=train_split.classes)
-    batch = DetectionCollator(processor)([settings.row(s) for s in train_split.samples[:4]])
+    batch = DetectionCollator(processor, layout="prefix_suffix")([settings.row(s) for s in train_split.samples[:4]])
     trained = batch["labels"] != -100
     real = batch["attention_mask"] == 1
     assert torch.equal(batch["token_type_ids"].bool() & real, trained)
@@ -91,20 +92,20 @@ def test_florence2_labels_are_the_decoder_target_only(tiny_model_dir, train_spli
     processor = AutoProcessor.from_pretrained(tiny_model_dir("florence2"))
     settings = TaskSettings.for_model("florence2", processor, classes=train_split.classes)
     samples = train_split.samples[:4]
-    batch = DetectionCollator(processor, seq2seq=True)([settings.row(s) for s in samples])
+    batch = DetectionCollator(processor, layout="seq2seq")([settings.row(s) for s in samples])
     tok = processor.tokenizer
     for i, s in enumerate(samples):
         labels = batch["labels"][i]
         assert tok.decode(labels[labels != -100]) == "<s>" + settings.target(s) + "</s>"
         assert tok.decode(batch["input_ids"][i][batch["attention_mask"][i] == 1]).endswith("<s>Locate the objects with category name in the image.</s>")
     with pytest.raises(ValueError, match="no meaning for an encoder-decoder"):
-        DetectionCollator(processor, seq2seq=True, completion_only=False)([settings.row(samples[0])])
+        DetectionCollator(processor, layout="seq2seq", completion_only=False)([settings.row(samples[0])])
 
 
-def test_no_chat_template_and_no_suffix_mode_is_a_clear_error(tiny_model_dir, train_split):
+def test_a_chat_family_without_a_chat_template_is_a_clear_error(tiny_model_dir, train_split):
     processor = AutoProcessor.from_pretrained(tiny_model_dir("qwen2_5_vl"))
     settings = TaskSettings.for_model("qwen2_5_vl", processor, classes=train_split.classes)
     row = settings.row(train_split.samples[0])
     processor.chat_template = None  # e.g. a base checkpoint shipped without one
-    with pytest.raises(ValueError, match="no chat template and no prefix/suffix mode"):
+    with pytest.raises(ValueError, match="has no chat template, and this family answers in a chat turn"):
         DetectionCollator(processor)([row])

@@ -16,6 +16,11 @@ import numpy as np
 from PIL import Image
 
 
+# What every "bad image / bad record" error offers besides fixing the file: the option that exists
+# in the CLI and in configs (readers call it ``ReadOptions(on_error="skip")``).
+SKIP_HINT = "or pass --on-bad-data skip (config: on_bad_data=skip) to skip such images and count them"
+
+
 class DataError(ValueError):
     """Bad input data. The message names the file, the sample and the fix."""
 

@@ -61,18 +61,19 @@ class DoctorContext:
 
 
 def _load_model(ctx: DoctorContext):
-    from vlmdet.train.model import load_model, setup_trainable
+    from vlmdet.models.loading import load_model
+    from vlmdet.train.model import setup_trainable
 
     model, _, _ = load_model(ctx.model_src, ctx.family.name, quantize_4bit=ctx.cfg.finetune == "qlora")
     return setup_trainable(model, ctx.family, ctx.cfg)
 
 
 def _collator(ctx: DoctorContext, model: Any = None):
+    from vlmdet.models.loading import model_dtype
     from vlmdet.train.collator import DetectionCollator
-    from vlmdet.train.model import model_dtype
 
     dtype = model_dtype(model) if model is not None else torch.float32
-    return DetectionCollator(ctx.processor, dtype=dtype, completion_only=ctx.cfg.labels == "completion", seq2seq=ctx.family.architecture == "seq2seq")
+    return DetectionCollator(ctx.processor, dtype=dtype, completion_only=ctx.cfg.labels == "completion", layout=ctx.family.answer_layout)
 
 
 def _rows(ctx: DoctorContext, samples: list[Any]) -> list[dict[str, Any]]:
@@ -85,9 +86,9 @@ def expected_completion(ctx: DoctorContext, sample: Any) -> str:
     Without a chat template (PaliGemma's prefix/suffix) the suffix is the target plus ``<eos>``.
     """
     tok = ctx.processor.tokenizer
-    if ctx.family.architecture == "seq2seq":  # decoder labels: <s> target </s>
+    if ctx.family.answer_layout == "seq2seq":  # decoder labels: <s> target </s>
         return tok.bos_token + ctx.settings.target(sample) + tok.eos_token
-    if getattr(ctx.processor, "chat_template", None) is None:
+    if ctx.family.answer_layout == "prefix_suffix":
         return ctx.settings.target(sample) + tok.eos_token
     tpl = ctx.processor.apply_chat_template
     row = ctx.settings.row(sample, ctx.images[sample.id])
@@ -112,7 +113,7 @@ def check_labels(ctx: DoctorContext) -> CheckResult:
     image_id = getattr(ctx.processor, "image_token_id", None)
     problems, pages = [], []
     console = Console(highlight=False)
-    seq2seq = ctx.family.architecture == "seq2seq"
+    seq2seq = ctx.family.answer_layout == "seq2seq"
     for i, s in enumerate(samples):
         ids, labels, mask = batch["input_ids"][i], batch["labels"][i], batch["attention_mask"][i]
         if seq2seq:  # the prompt is the encoder's input; what can be trained is the decoder sequence
@@ -164,25 +165,8 @@ def check_labels(ctx: DoctorContext) -> CheckResult:
 
 
 # ---------------------------------------------------------------- 2. coordinates
-def model_input_wh(processor: Any, image_wh: tuple[int, int]) -> tuple[int, int]:
-    """Size of the image as the model sees it (after the processor's resize)."""
-    ip = processor.image_processor
-    w, h = image_wh
-    size = dict(ip.size) if not isinstance(ip.size, dict) else ip.size
-    if hasattr(ip, "patch_size") and hasattr(ip, "merge_size") and size.get("longest_edge"):
-        from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
-
-        rh, rw = smart_resize(h, w, factor=ip.patch_size * ip.merge_size, min_pixels=size["shortest_edge"], max_pixels=size["longest_edge"])
-        return rw, rh
-    if size.get("height") and size.get("width"):
-        return int(size["width"]), int(size["height"])
-    if size.get("longest_edge"):
-        s = size["longest_edge"] / max(w, h)
-        return max(1, round(w * s)), max(1, round(h * s))
-    return w, h
-
-
 def check_coordinates(ctx: DoctorContext) -> CheckResult:
+    from vlmdet.models.processing import model_input_wh
     from vlmdet.report.draw import draw_boxes
     from vlmdet.rows import canonical_order
 
@@ -337,20 +321,22 @@ CHECKS = {"labels": check_labels, "coordinates": check_coordinates, "gradients":
 
 
 def run_doctor(cfg: TrainConfig, out_dir: str | Path | None = None, checks: list[str] | None = None, n_samples: int = 4) -> list[CheckResult]:
-    """Run the checks for ``cfg`` (the same config ``vlmdet train`` takes); returns one result per check."""
-    from vlmdet.rows import TaskSettings
-    from vlmdet.train.model import load_model
-    from vlmdet.train.recipe import prepare_data_source, prepare_model_source, read_splits
+    """Run the checks for ``cfg`` (the same config ``vlmdet train`` takes); returns one result per check.
 
-    out = Path(out_dir or Path(cfg.output_dir) / "doctor")
-    out.mkdir(parents=True, exist_ok=True)
-    model_src = prepare_model_source(cfg, Path(cfg.output_dir))
-    _, processor, family = load_model(model_src, cfg.family, max_pixels=cfg.max_pixels)
+    The run is prepared by :func:`vlmdet.run.prepare_run`, exactly as ``vlmdet train`` prepares it
+    (without touching the run folder's state or loading weights: each check loads its own model).
+    """
+    from vlmdet.run import prepare_run
+
+    unknown = [c for c in checks or [] if c not in CHECKS]
+    if unknown:
+        raise ValueError(f"unknown doctor check(s) {', '.join(unknown)}; choose from {', '.join(CHECKS)}")
     cfg.eval_split = ""
-    train_ds, _ = read_splits(cfg, prepare_data_source(cfg, Path(cfg.output_dir)))
-    settings = TaskSettings.for_model(family.name, processor, task=cfg.task, classes=list(cfg.classes or train_ds.classes), target_space=cfg.target_space)
-    samples = sorted(train_ds.samples[:64], key=lambda s: -len(s.boxes))[:n_samples]
-    ctx = DoctorContext(cfg, out, model_src, family, processor, settings, samples, {s.id: s.load_image() for s in samples})
+    run = prepare_run(cfg, "vlmdet doctor", load_weights=False, training=False)
+    out = Path(out_dir or run.out / "doctor")
+    out.mkdir(parents=True, exist_ok=True)
+    samples = sorted(run.train.samples[:64], key=lambda s: -len(s.boxes))[:n_samples]
+    ctx = DoctorContext(cfg, out, run.model_src, run.family, run.processor, run.settings, samples, {s.id: s.load_image() for s in samples})
     results = []
     for name in checks or list(CHECKS):
         torch.manual_seed(cfg.seed)

@@ -60,8 +60,14 @@ class Family:
         build_tiny: ``build_tiny(out_dir, spec)`` writes an offline tiny model + processor.
         codec_settings: ``codec_settings(processor) -> dict`` extra settings for the codec read off
             the processor (e.g. Qwen2.5-VL's resize factor and min/max pixels).
-        architecture: ``"causal"`` (chat VLM trained with TRL's prompt/completion path) or
-            ``"seq2seq"`` (encoder-decoder, labels are the decoder input).
+        answer_layout: where the prompt and the answer sit in the model's input, decided here once
+            and read by the collator, the predictor and ``doctor``:
+            ``"chat"`` — a chat template, prompt as the user turn and the answer as the assistant
+            turn (TRL's prompt/completion path);
+            ``"prefix_suffix"`` — no chat template: the prompt is a prefix, the answer a suffix that
+            the processor itself labels (PaliGemma, ``processor(..., suffix=)``);
+            ``"seq2seq"`` — encoder-decoder: prompt and image go to the encoder, the answer is the
+            decoder's labels (Florence-2).
     """
 
     name: str
@@ -74,6 +80,6 @@ class Family:
     projector_prefixes: tuple[str, ...]
     build_tiny: Callable[[Path, TinySpec], Path]
     codec_settings: Callable[[Any], dict[str, Any]] = field(default=lambda processor: {})
-    architecture: Literal["causal", "seq2seq"] = "causal"
+    answer_layout: Literal["chat", "prefix_suffix", "seq2seq"] = "chat"
     auto_class: str = "AutoModelForImageTextToText"  # transformers class that loads it
     description: str = ""

@@ -8,7 +8,7 @@ Conventions (transformers' native ``Florence2Processor`` and the released checkp
   ``<s>`` and ``</s>``; generation starts from the decoder start token ``</s>``;
 * training: ``labels`` = tokenizer(target) (``<s>`` target ``</s>``, pads -100); the model shifts
   them right into decoder inputs. Nothing of the prompt can be trained: it is the encoder's.
-  vlmdet trains it with a ``transformers.Trainer`` (``architecture="seq2seq"``), not TRL's
+  vlmdet trains it with a ``transformers.Trainer`` (``answer_layout="seq2seq"``), not TRL's
   causal prompt/completion path.
 """
 
@@ -104,6 +104,6 @@ FAMILY = Family(
     vision_prefixes=("model.vision_tower",),
     projector_prefixes=("model.multi_modal_projector",),
     build_tiny=build_tiny,
-    architecture="seq2seq",
+    answer_layout="seq2seq",
     description="Florence-2 (encoder-decoder): <OD> task, label<loc_x1><loc_y1><loc_x2><loc_y2>, 1000 bins.",
 )

@@ -131,5 +131,6 @@ FAMILY = Family(
     vision_prefixes=("model.vision_tower",),
     projector_prefixes=("model.multi_modal_projector",),
     build_tiny=build_tiny,
+    answer_layout="prefix_suffix",
     description="PaliGemma 2: 'detect a ; b' prefix, <locDDDD> tokens (1024 bins, y first), prefix-LM labels with token_type_ids.",
 )

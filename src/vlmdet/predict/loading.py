@@ -23,7 +23,7 @@ def load_for_inference(
     device: str | None = None,
 ) -> tuple[Any, Any, TaskSettings]:
     """``(model, processor, settings)`` ready for :class:`~vlmdet.predict.Predictor`."""
-    from vlmdet.train.model import check_model_source, load_model
+    from vlmdet.models.loading import check_model_source, load_model
 
     src = check_model_source(model_dir)
     settings = TaskSettings.load(src) if Path(src).is_dir() else None

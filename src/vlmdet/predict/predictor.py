@@ -21,7 +21,7 @@ import torch
 from vlmdet.codecs import Decoded
 from vlmdet.data.sample import Sample
 from vlmdet.rows import TaskSettings
-from vlmdet.train.model import model_dtype
+from vlmdet.models.loading import model_dtype
 
 
 @dataclass
@@ -66,14 +66,15 @@ class Predictor:
         eos = getattr(gen, "eos_token_id", None)
         eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
         self._strip = {tok.pad_token, tok.eos_token, *(tok.convert_ids_to_tokens(i) for i in eos_ids)} - {None}
-        self.seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
+        self.layout = settings.family_spec.answer_layout
+        self.seq2seq = self.layout == "seq2seq"
         if self.seq2seq:  # the decoder's answer is framed by <s> ... </s> (Florence-2)
             self._strip |= {tok.bos_token} - {None}
 
     def _prompt_text(self, sample: Sample) -> str:
         if self.seq2seq:  # Florence-2: the task prompt goes to the encoder; the processor frames it
             return self.settings.prompt(sample)
-        if getattr(self.processor, "chat_template", None) is None:  # PaliGemma: the prompt is the prefix itself
+        if self.layout == "prefix_suffix":  # PaliGemma: the prompt is the prefix itself
             return getattr(self.processor, "image_token", "") + self.settings.prompt(sample)
         return self.processor.apply_chat_template(self.settings.prompt_messages(sample), add_generation_prompt=True)
 

@@ -10,20 +10,21 @@ tokens are trained), so vlmdet uses it. It wraps it for three reasons:
   "image features and image tokens do not match" crash, found here with the sample's name);
 * pixel values are cast to the model's dtype (bf16 training feeds bf16 pixels).
 
-Processors without a chat template (PaliGemma) take the prompt as a *prefix* and the target as a
-*suffix*: ``processor(text=prefix, images=..., suffix=target)`` builds the labels (prefix and
+The family's ``answer_layout`` says how prompt and answer are laid out. ``"chat"`` is TRL's
+prompt/completion path above. ``"prefix_suffix"`` (PaliGemma, no chat template) takes the prompt as a
+*prefix* and the target as a *suffix*: ``processor(text=prefix, images=..., suffix=target)`` builds the labels (prefix and
 image tokens -100, the target and ``<eos>`` trained) and ``token_type_ids`` (1 on the suffix),
 which drive PaliGemma's prefix-LM attention. TRL's prompt/completion path marks completions as
-type 0 — bidirectional attention over the answer, i.e. a model that learns to copy — so for these
-processors vlmdet uses the processor's own suffix path instead.
+type 0 — bidirectional attention over the answer, i.e. a model that learns to copy — so for this
+layout vlmdet uses the processor's own suffix path instead.
 
-Encoder-decoder models (Florence-2, ``seq2seq=True``) take the prompt and image in the encoder and
+``"seq2seq"`` (encoder-decoder models, Florence-2) takes the prompt and image in the encoder and
 the target as decoder ``labels`` (``<s>`` target ``</s>``, pads -100): nothing of the prompt can be
 trained, by construction.
 
 Example::
 
-    >>> collate = DetectionCollator(processor, dtype=torch.float32)
+    >>> collate = DetectionCollator(processor, layout=family.answer_layout, dtype=torch.float32)
     >>> batch = collate([settings.row(sample) | {"id": sample.id} for sample in samples])
     >>> batch["labels"]  # -100 everywhere except the target text and "<|im_end|>\\n"
 """
@@ -53,6 +54,7 @@ class DetectionCollator:
         completion_only: ``True`` (always, in real use). ``False`` trains every non-pad token —
             prompt and image tokens included — the classic collator mistake, kept for ablations
             and ``doctor`` tests.
+        layout: the family's ``answer_layout`` (``chat`` | ``prefix_suffix`` | ``seq2seq``).
     """
 
     processor: Any
@@ -60,29 +62,24 @@ class DetectionCollator:
     dtype: torch.dtype = torch.float32
     image_token_id: int | None = None
     completion_only: bool = True
-    seq2seq: bool = False
+    layout: str = "chat"
     _trl: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
+        if self.layout not in ("chat", "prefix_suffix", "seq2seq"):
+            raise ValueError(f"unknown answer layout {self.layout!r}; use chat, prefix_suffix or seq2seq")
         self._trl = DataCollatorForVisionLanguageModeling(processor=self.processor, max_length=None, completion_only_loss=self.completion_only)
         if self.image_token_id is None:
             self.image_token_id = getattr(self.processor, "image_token_id", None)
 
-    @property
-    def prefix_suffix(self) -> bool:
-        """True for processors without a chat template (PaliGemma): prompt = prefix, target = suffix."""
-        if getattr(self.processor, "chat_template", None) is not None:
-            return False
-        import inspect
-
-        if "suffix" not in inspect.signature(self.processor.__call__).parameters:
+    def _check_chat_template(self) -> None:
+        if getattr(self.processor, "chat_template", None) is None:
             raise ValueError(
-                f"{type(self.processor).__name__} has no chat template and no prefix/suffix mode: vlmdet cannot build "
-                "completion-only labels. Use the model's instruct/chat checkpoint, or set processor.chat_template."
+                f"{type(self.processor).__name__} has no chat template, and this family answers in a chat turn: vlmdet cannot "
+                "build completion-only labels. Use the model's instruct/chat checkpoint, or set processor.chat_template."
             )
-        return True
 
     def _collate_prefix_suffix(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         prefixes = [_text_of(r["prompt"]) for r in rows]
@@ -109,10 +106,13 @@ class DetectionCollator:
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         ids = [r.get("id", f"row {i}") for i, r in enumerate(rows)]
         clean = [{k: v for k, v in r.items() if k in ("images", "prompt", "completion")} for r in rows]
-        if self.seq2seq:
+        if self.layout == "seq2seq":
             batch = self._collate_seq2seq(clean)
+        elif self.layout == "prefix_suffix":
+            batch = self._collate_prefix_suffix(clean)
         else:
-            batch = self._collate_prefix_suffix(clean) if self.prefix_suffix else self._trl(clean)
+            self._check_chat_template()
+            batch = self._trl(clean)
         lengths = batch["attention_mask"].sum(dim=1)
         if self.max_length is not None and int(lengths.max()) > self.max_length:
             i = int(lengths.argmax())
@@ -132,7 +132,7 @@ class DetectionCollator:
         if grid is not None:  # Qwen: one token per merged patch of each resized image
             merge = getattr(self.processor.image_processor, "merge_size", 1) ** 2
             expected = (grid.prod(dim=-1) // merge).tolist()
-        elif hasattr(self.processor, "image_seq_length") and not self.seq2seq:  # PaliGemma: a fixed number per image
+        elif hasattr(self.processor, "image_seq_length") and self.layout != "seq2seq":  # PaliGemma: a fixed number per image
             expected = [self.processor.image_seq_length] * len(ids)
         else:  # SmolVLM/Idefics3: the processor expands and checks the image tokens itself
             return
