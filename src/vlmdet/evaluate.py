@@ -20,7 +20,10 @@ from vlmdet.data.readers import ReadOptions, open_dataset
 from vlmdet.data.sample import DetectionDataset
 from vlmdet.metrics import DetectionResult
 from vlmdet.predict import Prediction, Predictor, evaluate_predictions
+from vlmdet.data.sample import DataError
+from vlmdet.models.loading import load_processor
 from vlmdet.predict.loading import load_for_inference
+from vlmdet.run import check_samples
 from vlmdet.report import markdown_table, print_table
 from vlmdet.report.draw import gt_vs_pred, save_annotated
 
@@ -48,14 +51,16 @@ def evaluate_model(model_dir: str, dataset: DetectionDataset, batch_size: int = 
         elif list(settings.classes) != list(dataset.classes):
             print(f"[vlmdet] note: {model_dir} was trained to detect {settings.classes}; the dataset lists {dataset.classes}. "
                   "Prompting with the trained classes.", flush=True)
+    settings.check()
     predictor = Predictor(model, processor, settings, batch_size=batch_size, max_new_tokens=max_new_tokens)
     preds = predictor.predict(dataset.samples, progress=progress, desc=f"eval {Path(model_dir).name}")
     return ModelEval(str(model_dir), evaluate_predictions(dataset.samples, preds, settings), preds)
 
 
 def coco_results(dataset: DetectionDataset, preds: list[Prediction]) -> list[dict[str, Any]]:
-    """Detections in COCO results format (image ids from the dataset when it is COCO, else 1..n)."""
-    cat = {name: i + 1 for i, name in enumerate(dataset.classes)}
+    """Detections in COCO results format: image and category ids are the COCO file's own when the
+    data came from one (``dataset.category_ids``), else 1..n."""
+    cat = dataset.category_ids
     out = []
     for idx, (s, p) in enumerate(zip(dataset.samples, preds), start=1):
         image_id = s.meta.get("coco_image_id", idx)
@@ -84,7 +89,13 @@ def run_eval(
     print(f"[vlmdet] {ds.report.summary()}", flush=True)
     if max_samples:
         ds = ds.subset(range(min(max_samples, len(ds))))
-    evals = [evaluate_model(m, ds, batch_size, family, max_new_tokens) for m in ([model] + ([compare] if compare else []))]
+    models = [model] + ([compare] if compare else [])
+    for m in models:  # every model is scored on the same images: drop those any of them cannot take
+        processor, _ = load_processor(m, family)
+        check_samples(ds, None, processor, on_bad_data, targets=False)
+    if not len(ds):
+        raise DataError(f"{data} [{split}]: no images to evaluate")
+    evals = [evaluate_model(m, ds, batch_size, family, max_new_tokens) for m in models]
     columns = {Path(e.name).name or e.name: e.result.to_dict() for e in evals}
     if len(columns) < len(evals):  # two models with the same folder name
         columns = {e.name: e.result.to_dict() for e in evals}

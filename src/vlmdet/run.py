@@ -281,7 +281,7 @@ def read_splits(cfg: RunConfig, data: str, need_train: bool = True) -> tuple[Det
     return train, eval_ds
 
 
-def check_samples(ds: DetectionDataset, settings: TaskSettings, processor: Any, on_bad_data: str, targets: bool = True) -> DetectionDataset:
+def check_samples(ds: DetectionDataset, settings: TaskSettings | None, processor: Any, on_bad_data: str, targets: bool = True) -> DetectionDataset:
     """Keep the samples the model can take: an image its processor accepts and, for training, a target
     the codec can write. The others stop the run naming the sample (``on_bad_data=raise``) or are
     skipped and counted in ``ds.report``."""
@@ -290,7 +290,7 @@ def check_samples(ds: DetectionDataset, settings: TaskSettings, processor: Any, 
     keep: list[Sample] = []
     for s in ds.samples:
         problem = image_problem(processor, s.image_wh)
-        if problem is None and targets:
+        if problem is None and targets and settings is not None:
             try:
                 settings.target(s)
             except ValueError as exc:

@@ -120,7 +120,7 @@ def test_metrics_command_bad_input(tmp_path, capsys):
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     (tmp_path / "res.json").write_text(json.dumps([{"image_id": 999, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}]))
     assert main(["metrics", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "res.json")]) == 2
-    assert "image ids [999]" in capsys.readouterr().err
+    assert "image id 999 is not in" in capsys.readouterr().err
     (tmp_path / "res.json").write_text('{"not": "a list"}')
     assert main(["metrics", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "res.json")]) == 2
 

@@ -67,11 +67,10 @@ class Sample:
 
     def load_image(self) -> Image.Image:
         """The RGB image, EXIF orientation applied (when ``exif``), sized ``image_wh``."""
-        from vlmdet.data.images import open_rgb
+        from vlmdet.data.images import open_rgb, to_rgb
 
         if self.image_loader is not None:
-            img = self.image_loader()
-            img = img.convert("RGB") if img.mode != "RGB" else img
+            img = to_rgb(self.image_loader(), self.source or self.id)
         elif self.image_path is not None:
             img = open_rgb(self.image_path, exif=self.exif)
         else:
@@ -101,24 +100,32 @@ class ReadReport:
     dropped_empty: int = 0
     crowd: int = 0
     exif_transformed: int = 0
+    no_label_file: int = 0  # YOLO images without a label file (read as negatives)
+    duplicate_rows: int = 0  # YOLO label rows repeated exactly (dropped, as Ultralytics does)
+    orphan_annotations: int = 0  # COCO annotations whose image_id is in no image (dropped; on_error=skip)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    COUNTS = (
+        ("clipped", "boxes clipped to the image"),
+        ("dropped_empty", "zero/negative-area boxes dropped"),
+        ("crowd", "crowd regions (ignored as targets)"),
+        ("exif_transformed", "images whose boxes were rotated with their EXIF orientation"),
+        ("no_label_file", "images without a label file (read as negatives)"),
+        ("duplicate_rows", "duplicate label rows dropped"),
+        ("orphan_annotations", "annotations pointing to no image dropped"),
+    )
 
     def add_skip(self, where: str, reason: str) -> None:
         self.skipped.append((where, reason))
 
     def merge(self, other: "ReadReport") -> None:
-        for name in ("images", "boxes", "clipped", "dropped_empty", "crowd", "exif_transformed"):
+        for name in ("images", "boxes", *(n for n, _ in self.COUNTS)):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.skipped.extend(other.skipped)
 
     def summary(self, max_skips: int = 5) -> str:
         parts = [f"{self.images} images", f"{self.boxes} boxes"]
-        for name, text in (
-            ("clipped", "boxes clipped to the image"),
-            ("dropped_empty", "zero/negative-area boxes dropped"),
-            ("crowd", "crowd regions (ignored as targets)"),
-            ("exif_transformed", "images whose boxes were rotated with their EXIF orientation"),
-        ):
+        for name, text in self.COUNTS:
             if getattr(self, name):
                 parts.append(f"{getattr(self, name)} {text}")
         text = f"{self.source}: " + "; ".join(parts)
@@ -133,12 +140,22 @@ class ReadReport:
 
 @dataclass
 class DetectionDataset:
-    """Samples of one split plus its class list (closed-set order) and read report."""
+    """Samples of one split plus its class list (closed-set order) and read report.
+
+    ``category_ids`` maps each class to the id a COCO results file must use for it: the COCO file's
+    own category ids when the data came from one (real COCO numbers 1..90 with gaps), else 1..n in
+    class order. Every writer of COCO results takes ids from here.
+    """
 
     samples: list[Sample]
     classes: list[str]
     report: ReadReport = field(default_factory=ReadReport)
     name: str = ""
+    category_ids: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.category_ids:
+            self.category_ids = {name: i + 1 for i, name in enumerate(self.classes)}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -150,7 +167,7 @@ class DetectionDataset:
         return self.samples[i]
 
     def subset(self, indices: Sequence[int]) -> "DetectionDataset":
-        return DetectionDataset([self.samples[i] for i in indices], list(self.classes), self.report, self.name)
+        return DetectionDataset([self.samples[i] for i in indices], list(self.classes), self.report, self.name, dict(self.category_ids))
 
 
 def clean_boxes(

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from vlmdet.data.images import open_rgb, probe_image
-from vlmdet.data.sample import Sample
+from vlmdet.data.sample import DataError, Sample
+from vlmdet.models.processing import image_problem
 from vlmdet.predict.loading import load_for_inference
 from vlmdet.predict.predictor import Predictor
 from vlmdet.report.draw import PRED_COLOUR, draw_boxes
@@ -22,6 +23,9 @@ def run_predict(model: str, images: list[str], classes: list[str] | None = None,
     for i, path in enumerate(images):
         p = Path(path)
         info = probe_image(p, str(p))
+        problem = image_problem(processor, info.display_wh)
+        if problem:
+            raise DataError(f"{p}: {problem}; crop or pad the image")
         samples.append(Sample(id=f"{i}:{p.name}", image_wh=info.display_wh, boxes=[], labels=[], phrase=phrase, source=str(p), image_path=p))
         pil[samples[-1].id] = open_rgb(p)
     preds = Predictor(m, processor, settings, batch_size=batch_size).predict(samples, pil, progress=len(samples) > 1)

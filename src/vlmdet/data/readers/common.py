@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 
 from vlmdet.data.images import exif_boxes_to_display, probe_image
-from vlmdet.data.sample import DataError, ReadReport, Sample, UnknownClassError, check_classes, clean_boxes
+from vlmdet.data.sample import SKIP_HINT, DataError, ReadReport, Sample, UnknownClassError, check_classes, clean_boxes
 
 BoxFormat = Literal["xyxy", "xywh", "cxcywh"]
 
@@ -115,8 +115,20 @@ def make_sample(
     )
 
 
+# Errors a record of the wrong shape raises deep inside a reader (a string where a list belongs, a
+# missing key): each becomes a DataError naming the file and record, under the same policy.
+MALFORMED = (TypeError, ValueError, KeyError, AttributeError, IndexError)
+
+
+def malformed(exc: Exception, where: str) -> DataError:
+    return DataError(f"{where}: malformed record ({exc.__class__.__name__}: {exc})")
+
+
 def handle(exc: DataError, where: str, opts: ReadOptions, report: ReadReport) -> None:
-    """The bad-input policy: raise, or count a skip with its reason (never for unknown classes)."""
-    if opts.on_error == "raise" or isinstance(exc, UnknownClassError):
+    """The bad-input policy: raise (the message offers the skip option), or count a skip with its
+    reason. An unknown class is never skipped: it is a config mistake, not a bad file."""
+    if isinstance(exc, UnknownClassError):
         raise exc
+    if opts.on_error == "raise":
+        raise DataError(f"{str(exc).rstrip('. ')}; {SKIP_HINT}") from None
     report.add_skip(where, str(exc))

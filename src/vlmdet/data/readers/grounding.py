@@ -7,19 +7,43 @@ Two sources:
   list) next to ``instances.json``, plus the COCO image folder. Each sentence of each ref becomes
   one sample; its box is the referred annotation's, and ``split`` selects ``train``/``val``/
   ``testA``/``testB``/``test`` as in the release.
+
+The release's ``refs(unc).p`` is a pickle, and ``pickle.load`` runs whatever code a crafted file
+names. :func:`load_refs_pickle` unpickles with an allow-list of nothing: the refs hold only lists,
+dicts, strings and numbers, which pickle builds without naming any class, so a file that asks for
+a class or function (``os.system``, ``builtins.eval``...) is refused before anything runs.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 from pathlib import Path
 
 import numpy as np
 
-from vlmdet.data.readers.common import ReadOptions, handle, make_sample
+from vlmdet.data.readers.common import MALFORMED, ReadOptions, handle, malformed, make_sample
 from vlmdet.data.readers.jsonl import read_jsonl
 from vlmdet.data.sample import DataError, DetectionDataset, ReadReport
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    """An unpickler that builds plain containers and scalars only: any global (class or function) is refused."""
+
+    def find_class(self, module: str, name: str):  # noqa: D401 - pickle's hook
+        raise pickle.UnpicklingError(f"refuses to load {module}.{name}: a RefCOCO refs file holds only lists, dicts, strings and numbers")
+
+
+def load_refs_pickle(path: Path) -> object:
+    """Unpickle ``path`` allowing only plain data (see the module docstring); a clear error otherwise."""
+    try:
+        return _PlainDataUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise DataError(
+            f"{path}: not a plain-data RefCOCO refs pickle ({exc}). vlmdet never runs code from a data file; if this is "
+            "the official release, convert it to refs.json with a trusted Python"
+        ) from None
 
 
 def read_refcoco(
@@ -35,13 +59,13 @@ def read_refcoco(
     for p in (refs, instances):
         if not p.is_file():
             raise DataError(f"RefCOCO file not found: {p}")
-    if refs.suffix == ".p":
-        # The official release is a pickle of plain lists/dicts; only open files you trust.
-        with refs.open("rb") as fh:
-            ref_list = pickle.load(fh)  # noqa: S301 - the RefCOCO release format
-    else:
-        ref_list = json.loads(refs.read_text())
-    inst = json.loads(instances.read_text())
+    try:
+        ref_list = load_refs_pickle(refs) if refs.suffix == ".p" else json.loads(refs.read_text())
+        inst = json.loads(instances.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{refs} / {instances}: invalid JSON ({exc})") from None
+    if not isinstance(ref_list, list) or not isinstance(inst, dict):
+        raise DataError(f"{refs}: a refs file is a list of refs and {instances} a COCO dict")
     imgs = {im["id"]: im for im in inst.get("images", [])}
     anns = {a["id"]: a for a in inst.get("annotations", [])}
     report = ReadReport(source=f"{refs} [{split}]")
@@ -75,6 +99,8 @@ def read_refcoco(
                 )
         except DataError as exc:
             handle(exc, where, opts, report)
+        except MALFORMED as exc:  # a record of the wrong shape: the same policy, naming it
+            handle(malformed(exc, where), where, opts, report)
     return DetectionDataset(samples, [], report, name=f"{refs}[{split}]")
 
 

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from vlmdet.data.readers.common import ReadOptions, handle, to_xyxy
+from vlmdet.data.images import to_rgb
+from vlmdet.data.readers.common import MALFORMED, ReadOptions, handle, malformed, to_xyxy
 from vlmdet.data.sample import DataError, DetectionDataset, ReadReport, Sample, check_classes, clean_boxes
 
 
@@ -128,8 +129,12 @@ def read_hf(
                 img = ImageOps.exif_transpose(img) if opts.exif == "auto" else img
                 if opts.verify_images:
                     img.load()
-            except OSError as exc:
-                raise DataError(f"{where}: cannot decode image ({exc})") from None
+                    if img.mode not in ("RGB", "L"):
+                        to_rgb(img, where)
+            except Image.DecompressionBombError as exc:
+                raise DataError(f"{where}: the image is larger than PIL's decompression-bomb limit ({exc}); downscale it") from None
+            except (OSError, SyntaxError, EOFError) as exc:
+                raise DataError(f"{where}: cannot decode image ({exc.__class__.__name__}: {exc})") from None
             wh = img.size
             arr = np.asarray(bboxes, dtype=np.float64).reshape(-1, 4)
             boxes = to_xyxy(arr, bbox_format, scale_wh=wh if normalized else None)
@@ -146,11 +151,13 @@ def read_hf(
 
             def loader(value=raw_value, exif=exif, where=where) -> Image.Image:
                 im = _to_pil(value, where)
-                return (ImageOps.exif_transpose(im) if exif else im).convert("RGB")
+                return to_rgb(ImageOps.exif_transpose(im) if exif else im, where)
 
             samples.append(Sample(id=f"{split}/{i}", image_wh=wh, boxes=boxes, labels=labels, phrase=phrase, source=where, image_loader=loader))
             seen += [] if phrase else labels
         except DataError as exc:
             handle(exc, where, opts, report)
+        except MALFORMED as exc:  # a record of the wrong shape: the same policy, naming it
+            handle(malformed(exc, where), where, opts, report)
     classes = list(opts.classes) if opts.classes is not None else (names if names is not None else list(dict.fromkeys(seen)))
     return DetectionDataset(samples, [] if phrase_column else classes, report, name=f"{source}[{split}]")

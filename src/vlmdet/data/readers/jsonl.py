@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from vlmdet.data.readers.common import ReadOptions, handle, make_sample, to_xyxy
+from vlmdet.data.readers.common import MALFORMED, ReadOptions, handle, malformed, make_sample, to_xyxy
 from vlmdet.data.sample import DataError, DetectionDataset, ReadReport
 
 PHRASE_KEYS = ("phrase", "expression", "sentence", "ref", "caption")
@@ -90,12 +90,16 @@ def read_jsonl(path: str | Path, images: str | Path | None = None, options: Read
     report = ReadReport(source=str(path))
     samples, seen_classes = [], []
     pali = get_codec("paligemma")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
+    with path.open("rb") as fh:
+        for lineno, raw_line in enumerate(fh, start=1):
             where = f"{path}:{lineno}"
             try:
+                try:
+                    line = raw_line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+                if not line.strip():
+                    continue
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError as exc:
@@ -116,5 +120,7 @@ def read_jsonl(path: str | Path, images: str | Path | None = None, options: Read
                 samples.append(sample)
             except DataError as exc:
                 handle(exc, where, opts, report)
+            except MALFORMED as exc:  # a record of the wrong shape: the same policy, naming it
+                handle(malformed(exc, where), where, opts, report)
     classes = list(opts.classes) if opts.classes is not None else list(dict.fromkeys(seen_classes))
     return DetectionDataset(samples, classes, report, name=str(path))
