@@ -86,7 +86,7 @@ class RunConfig:
     family: str | None = None  # default: read from the model's config
     data: str = "synth"  # dataset spec (vlmdet.data.readers.open_dataset), or "synth" (vlmdet's synthetic shapes)
     train_split: str = "train"
-    eval_split: str = "val"
+    eval_split: str | None = "val"  # null or "": no evaluation split
     task: str = "detect"  # detect | detect_named | ground
     classes: list[str] | None = None  # closed class set; default: the training data's classes
     on_bad_data: str = "raise"  # raise | skip

@@ -72,7 +72,7 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in tree.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
+        if isinstance(v, dict):  # an empty section adds nothing: {} and an unset section are the same
             out.update(_flat(v, key + "."))
         else:
             out[key] = v

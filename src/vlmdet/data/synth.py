@@ -41,6 +41,7 @@ class SynthConfig:
     classes: tuple[str, ...] = DEFAULT_CLASSES
     min_side: int = 96
     max_side: int = 224
+    size: tuple[int, int] | None = None  # fixed (width, height) for every image; None: random sides in min_side..max_side
     min_objects: int = 1
     max_objects: int = 3
     empty_fraction: float = 0.1
@@ -64,6 +65,10 @@ class SynthConfig:
             raise ValueError(f"image_format must be jpg or png, got {self.image_format!r}")
         if not (8 <= self.min_side <= self.max_side):
             raise ValueError(f"need 8 <= min_side <= max_side, got {self.min_side}, {self.max_side}")
+        if self.size is not None:
+            if len(self.size) != 2 or min(self.size) < 8:
+                raise ValueError(f"size is (width, height), each >= 8, got {self.size}")
+            self.size = (int(self.size[0]), int(self.size[1]))
         if not (0 <= self.min_objects <= self.max_objects):
             raise ValueError(f"need 0 <= min_objects <= max_objects, got {self.min_objects}, {self.max_objects}")
         if not (0.0 < self.min_object_frac <= self.max_object_frac <= 1.0):
@@ -123,6 +128,8 @@ def render_image(cfg: SynthConfig, rng: np.random.Generator) -> tuple[Image.Imag
     """Draw one image; returns it and its objects as ``([x1, y1, x2, y2] pixels, class)``."""
     w = int(rng.integers(cfg.min_side, cfg.max_side + 1))
     h = int(rng.integers(cfg.min_side, cfg.max_side + 1))
+    if cfg.size is not None:  # same draws as above, so the rest of the image stays seed-stable
+        w, h = cfg.size
     bg = rng.integers(150, 256, size=3)
     # Background: a soft two-colour gradient plus noise, so "anything not flat" is not a shape.
     bg2 = np.clip(bg.astype(int) + rng.integers(-40, 41, size=3), 0, 255)

@@ -92,8 +92,8 @@ def adapter_base(src: str) -> str | None:
     """The base model of the PEFT adapter folder ``src`` (``None`` if ``src`` is no adapter folder).
 
     ``base_model_name_or_path`` is tried as recorded (absolute path or hub id), then relative to the
-    adapter folder (a run folder moved together with its base), then relative to the current
-    directory (what PEFT itself would do).
+    adapter folder, then as a folder of the same name inside the adapter folder (a run folder moved
+    with its ``base-*`` model inside), then relative to the current directory (what PEFT does).
     """
     cfg_path = Path(src) / ADAPTER_CONFIG
     if not cfg_path.is_file():
@@ -104,7 +104,7 @@ def adapter_base(src: str) -> str | None:
         raise ValueError(f"{cfg_path}: not a PEFT adapter config ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(base, str) or not base:
         raise ValueError(f"{cfg_path}: base_model_name_or_path is empty; set it to the base model folder or hub id")
-    for candidate in (Path(base).expanduser(), Path(src) / base, Path.cwd() / base):
+    for candidate in (Path(base).expanduser(), Path(src) / base, Path(src) / Path(base).name, Path.cwd() / base):
         if candidate.is_absolute() and candidate.is_dir():
             return str(candidate.resolve())
     if Path(base).is_absolute() or _looks_like_path(base):

@@ -90,7 +90,7 @@ def read_coco(
                 crowd.append(bool(ann.get("iscrowd", 0)))
             try:
                 declared = (int(info["width"]), int(info["height"])) if "width" in info and "height" in info else None
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise DataError(f"{where}: width/height are not integers: {info.get('width')!r}, {info.get('height')!r}") from None
             if not isinstance(info.get("file_name"), str) or not info["file_name"]:
                 raise DataError(f"{where}: the image has no file_name")

@@ -117,7 +117,7 @@ def make_sample(
 
 # Errors a record of the wrong shape raises deep inside a reader (a string where a list belongs, a
 # missing key): each becomes a DataError naming the file and record, under the same policy.
-MALFORMED = (TypeError, ValueError, KeyError, AttributeError, IndexError)
+MALFORMED = (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError)
 
 
 def malformed(exc: Exception, where: str) -> DataError:
