@@ -80,7 +80,7 @@ def main() -> None:
     if not (data / "dataset.json").is_file():
         t0 = time.perf_counter()
         print(f"writing {args.images} synthetic {w}x{h} images to {data} ...", flush=True)
-        write_synthetic_coco(data, SynthConfig(size=(w, h), splits={"train": args.images}))
+        write_synthetic_coco(data, SynthConfig(size=(w, h), splits={"train": args.images}), workers=os.cpu_count() or 1)
         print(f"  {time.perf_counter() - t0:.0f} s", flush=True)
     model = OUT / "tiny-qwen2_5_vl"
     if not (model / "config.json").is_file():

@@ -103,3 +103,13 @@ def test_colour_by_class_gives_each_class_its_own_hue(tmp_path):
         # hue distance on the circle: within the +-0.03 jitter (plus rounding), far from the other classes
         dist = [min(abs(h - expected[name]), 1 - abs(h - expected[name])) for h in hs]
         assert max(dist) < 0.05, (name, max(dist))
+
+
+def test_rendering_in_several_processes_writes_the_same_files(tmp_path):
+    import filecmp
+
+    one = write_synthetic_coco(tmp_path / "one", splits={"train": 6})
+    two = write_synthetic_coco(tmp_path / "two", splits={"train": 6}, workers=2)
+    assert (one / "train" / "annotations.json").read_text() == (two / "train" / "annotations.json").read_text()
+    names = sorted(p.name for p in (one / "train" / "images").iterdir())
+    assert len(names) == 6 and all(filecmp.cmp(one / "train" / "images" / n, two / "train" / "images" / n, shallow=False) for n in names)

@@ -176,8 +176,18 @@ def _rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(split.encode()), index])
 
 
-def write_synthetic_coco(out_dir: str | Path, cfg: SynthConfig | None = None, **overrides) -> Path:
-    """Write a synthetic COCO dataset (see module docstring) and return ``out_dir``."""
+def _write_one(job: tuple[SynthConfig, str, int, Path]) -> tuple[int, int, list[tuple[list[float], str]]]:
+    cfg, split, i, path = job
+    img, objects = render_image(cfg, _rng(cfg.seed, split, i))
+    img.save(path, **({"quality": 92} if cfg.image_format == "jpg" else {}))
+    return img.width, img.height, objects
+
+
+def write_synthetic_coco(out_dir: str | Path, cfg: SynthConfig | None = None, workers: int = 1, **overrides) -> Path:
+    """Write a synthetic COCO dataset (see module docstring) and return ``out_dir``.
+
+    ``workers`` > 1 renders images in that many processes; every image depends only on
+    ``(seed, split, index)``, so the files are the same whatever the count."""
     if cfg is None:
         cfg = SynthConfig(**overrides)
     elif overrides:
@@ -190,14 +200,16 @@ def write_synthetic_coco(out_dir: str | Path, cfg: SynthConfig | None = None, **
         split_dir = out / split
         (split_dir / "images").mkdir(parents=True, exist_ok=True)
         images, annotations = [], []
-        for i in range(count):
-            img, objects = render_image(cfg, _rng(cfg.seed, split, i))
-            name = f"{i:06d}.{cfg.image_format}"
-            if cfg.image_format == "jpg":
-                img.save(split_dir / "images" / name, quality=92)
-            else:
-                img.save(split_dir / "images" / name)
-            images.append({"id": i + 1, "file_name": name, "width": img.width, "height": img.height})
+        jobs = [(cfg, split, i, split_dir / "images" / f"{i:06d}.{cfg.image_format}") for i in range(count)]
+        if workers > 1 and count > 1:
+            import multiprocessing
+
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                rendered = pool.map(_write_one, jobs, chunksize=64)
+        else:
+            rendered = map(_write_one, jobs)
+        for (_, _, i, path), (width, height, objects) in zip(jobs, rendered):
+            images.append({"id": i + 1, "file_name": path.name, "width": width, "height": height})
             for box, label in objects:
                 x1, y1, x2, y2 = box
                 annotations.append(
