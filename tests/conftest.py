@@ -58,3 +58,20 @@ def short_run(tmp_path_factory, tiny_model_dir, synth_dir):
          "eval_steps=30", "eval_on_start=true", "save_steps=1000", *FAST_TRAIN],
     )
     return train(cfg)
+
+
+@pytest.fixture
+def answers(monkeypatch):
+    """Models loaded through vlmdet answer what the test registers (see tests/answering.py)."""
+    import vlmdet.models.loading as loading
+    from tests.answering import AnswerBook
+
+    book = AnswerBook()
+    real = loading.load_model
+
+    def load_model(model_id, *args, **kwargs):
+        model, processor, family = real(model_id, *args, **kwargs)
+        return book.wrap(str(model_id), model, processor), processor, family
+
+    monkeypatch.setattr(loading, "load_model", load_model)
+    return book

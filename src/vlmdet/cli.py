@@ -111,7 +111,7 @@ def _cmd_doctor(args: argparse.Namespace, extra: list[str]) -> int:
     from vlmdet.train.config import load_config
 
     cfg = load_config(args.config or ("demo" if not extra else None), extra)
-    results = run_doctor(cfg, out_dir=args.out, checks=args.checks.split(",") if args.checks else None)
+    results = run_doctor(cfg, out_dir=args.out, checks=args.checks.split(",") if args.checks else None, overfit_steps=args.overfit_steps)
     failed = [r.name for r in results if not r.ok]
     print(f"[vlmdet] doctor: {len(results) - len(failed)}/{len(results)} checks passed" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
@@ -178,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="the train config (default with no overrides: the demo's, --config demo)")
     p.add_argument("--out", default=None, help="where to write the HTML/PNG evidence (default: <output_dir>/doctor)")
     p.add_argument("--checks", default=None, help="comma-separated subset of labels,coordinates,gradients,overfit")
+    p.add_argument("--overfit-steps", type=int, default=300, help="most steps the overfit check trains its two images (checked every 50)")
     p.set_defaults(func=_cmd_doctor, wants_extra=True)
 
     p = sub.add_parser("data", help="dataset utilities")

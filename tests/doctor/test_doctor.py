@@ -5,12 +5,6 @@ from __future__ import annotations
 import pytest
 
 from vlmdet.cli import main
-from vlmdet.doctor import run_doctor
-from vlmdet.train.config import load_config
-
-
-def _cfg(tmp_path, tiny_model_dir, synth_dir, *extra):
-    return load_config(None, [f"model={tiny_model_dir('qwen2_5_vl')}", f"data={synth_dir}", f"output_dir={tmp_path}", "finetune=full", "learning_rate=2e-3", *extra])
 
 
 def test_correct_setup_passes_every_check(tmp_path, tiny_model_dir, synth_dir, capsys):
@@ -23,19 +17,25 @@ def test_correct_setup_passes_every_check(tmp_path, tiny_model_dir, synth_dir, c
     assert list((tmp_path / "doctor").glob("doctor_coords_*_model_view_*.png"))
 
 
-def test_labels_over_the_prompt_fail(tmp_path, tiny_model_dir, synth_dir):
-    (r,) = run_doctor(_cfg(tmp_path, tiny_model_dir, synth_dir, "labels=all"), checks=["labels"])
-    assert not r.ok and "differs from the target" in " ".join(r.details) and "image tokens are trained" in " ".join(r.details)
-    assert "completion-only" in r.fix
+def _doctor(tmp_path, tiny_model_dir, synth_dir, capsys, check, *extra) -> tuple[int, str]:
+    """`vlmdet doctor` through the CLI: (exit code, printed text)."""
+    code = main(["doctor", f"model={tiny_model_dir('qwen2_5_vl')}", f"data={synth_dir}", f"output_dir={tmp_path}", "finetune=full",
+                 "learning_rate=2e-3", "--checks", check, *extra])
+    return code, capsys.readouterr().out
 
 
-def test_coordinates_in_the_wrong_space_fail(tmp_path, tiny_model_dir, synth_dir):
-    (r,) = run_doctor(_cfg(tmp_path, tiny_model_dir, synth_dir, "target_space=original"), checks=["coordinates"])
-    assert not r.ok and "quantisation steps" in " ".join(r.details)
-    assert "coordinate space" in r.cause
+def test_labels_over_the_prompt_fail(tmp_path, tiny_model_dir, synth_dir, capsys):
+    code, out = _doctor(tmp_path, tiny_model_dir, synth_dir, capsys, "labels", "labels=all")
+    assert code == 1 and "[FAIL] labels" in out and "FAILED: labels" in out
+    assert "differs from the target" in out and "image tokens are trained" in out and "completion-only" in out
 
 
-def test_frozen_adapters_fail(tmp_path, tiny_model_dir, synth_dir, monkeypatch):
+def test_coordinates_in_the_wrong_space_fail(tmp_path, tiny_model_dir, synth_dir, capsys):
+    code, out = _doctor(tmp_path, tiny_model_dir, synth_dir, capsys, "coordinates", "target_space=original")
+    assert code == 1 and "[FAIL] coordinates" in out and "quantisation steps" in out and "coordinate space" in out
+
+
+def test_frozen_adapters_fail(tmp_path, tiny_model_dir, synth_dir, monkeypatch, capsys):
     import vlmdet.train.model as model_mod
 
     real = model_mod.setup_trainable
@@ -51,18 +51,46 @@ def test_frozen_adapters_fail(tmp_path, tiny_model_dir, synth_dir, monkeypatch):
         return model
 
     monkeypatch.setattr(model_mod, "setup_trainable", freeze_adapters)
-    (r,) = run_doctor(_cfg(tmp_path, tiny_model_dir, synth_dir, "finetune=lora"), checks=["gradients"])
-    assert not r.ok and "no adapter parameter is trainable" in r.summary and "frozen" in r.cause
+    code, out = _doctor(tmp_path, tiny_model_dir, synth_dir, capsys, "gradients", "finetune=lora")
+    assert code == 1 and "[FAIL] gradients: LoRA run but no adapter parameter is trainable" in out and "frozen" in out
 
 
-def test_gradients_cut_off_by_checkpointing_fail(tmp_path, tiny_model_dir, synth_dir, monkeypatch):
+def test_gradients_cut_off_by_checkpointing_fail(tmp_path, tiny_model_dir, synth_dir, monkeypatch, capsys):
     """Reentrant checkpointing with no input-grad hooks: adapters get no gradient — and doctor says so."""
     import vlmdet.train.model as model_mod
     from transformers import PreTrainedModel
 
     monkeypatch.setattr(model_mod, "enable_input_grads", lambda model, family: None)
     monkeypatch.setattr(PreTrainedModel, "enable_input_require_grads", lambda self: None)
-    cfg = _cfg(tmp_path, tiny_model_dir, synth_dir, "finetune=lora", "gradient_checkpointing=true", "gradient_checkpointing_kwargs={use_reentrant: true}")
-    (r,) = run_doctor(cfg, checks=["gradients"])
-    assert not r.ok and "none" in " ".join(r.details)
-    assert "reentrant" in r.cause
+    code, out = _doctor(tmp_path, tiny_model_dir, synth_dir, capsys, "gradients", "finetune=lora", "gradient_checkpointing=true",
+                        "gradient_checkpointing_kwargs={use_reentrant: true}")
+    assert code == 1 and "[FAIL] gradients" in out and "     none: " in out and "reentrant" in out
+
+
+def test_an_image_the_model_ignores_fails_the_overfit_check(tmp_path, tiny_model_dir, synth_dir, monkeypatch, capsys):
+    """A model whose language side never sees the image can only memorise one answer for two images."""
+    import vlmdet.train.model as model_mod
+
+    real = model_mod.setup_trainable
+
+    def blind(model, family, cfg):  # every image reaches the model as the same grey picture
+        import functools
+
+        model = real(model, family, cfg)
+        forward = model.forward
+
+        @functools.wraps(forward)  # keeps the signature generate() checks its arguments against
+        def grey(*a, pixel_values=None, **k):
+            return forward(*a, pixel_values=None if pixel_values is None else pixel_values * 0, **k)
+
+        model.forward = grey
+        return model
+
+    monkeypatch.setattr(model_mod, "setup_trainable", blind)
+    code, out = _doctor(tmp_path, tiny_model_dir, synth_dir, capsys, "overfit", "--overfit-steps", "100")  # the correct setup passes within 100
+    assert code == 1 and "[FAIL] overfit" in out and "does not reach the language model" in out
+
+
+def test_an_unknown_check_is_a_clear_error(tmp_path, tiny_model_dir, synth_dir, capsys):
+    code = main(["doctor", f"model={tiny_model_dir('qwen2_5_vl')}", f"data={synth_dir}", f"output_dir={tmp_path}", "--checks", "labels,speling"])
+    assert code == 2 and "unknown doctor check(s) speling" in capsys.readouterr().err

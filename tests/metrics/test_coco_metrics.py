@@ -131,3 +131,39 @@ def test_mean_iou_and_grounding_accuracy():
     m.update((100, 100), np.array([[50, 50, 60, 60]]), ["a dog"], np.zeros((0, 4)), [], parse_failed=True)
     r = m.compute()
     assert r.acc50 == 0.5 and r.mean_iou == pytest.approx(0.5) and r.parse_failure_rate == 0.5
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_per_class_ap_equals_cocoeval_run_on_that_category_alone(tmp_path, seed):
+    gt, dets = make_case(seed)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "res.json").write_text(json.dumps(dets))
+    ours = score_results_file(tmp_path / "gt.json", tmp_path / "res.json")["per_class_ap"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(tmp_path / "gt.json"))
+        dt = coco.loadRes(dets) if dets else None
+    for cat in gt["categories"]:
+        if dt is None:
+            break
+        ev = COCOeval(coco, dt, "bbox")
+        ev.params.catIds = [cat["id"]]
+        with contextlib.redirect_stdout(io.StringIO()):
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        assert ours[cat["name"]] == pytest.approx(ev.stats[0], abs=1e-9), cat["name"]
+
+
+def test_mean_iou_counts_one_to_one_same_class_pairs_above_the_threshold_only():
+    m = DetectionMetrics(["cat", "dog"])
+    gt = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50], [60, 60, 70, 70]], float)
+    pred = np.array([
+        [0, 0, 10, 8],      # cat on cat: IoU 0.8, counted
+        [0, 0, 10, 6],      # a second cat on the same cat: IoU 0.6, one-to-one, not counted
+        [20, 20, 30, 24],   # cat on cat: IoU 0.4 < 0.5, not counted
+        [40, 40, 50, 50],   # dog on a cat: IoU 1, wrong class, not counted
+        [60, 60, 70, 70],   # cat on the crowd region: excluded
+    ], float)
+    m.update((100, 100), gt, ["cat", "cat", "cat", "cat"], pred, ["cat", "cat", "cat", "dog", "cat"], iscrowd=np.array([False, False, False, True]))
+    m.update((100, 100), gt[:1], ["dog"], gt[:1] + [0, 0, 0, -5], ["dog"])  # IoU 0.5 exactly: counted
+    assert m.compute().mean_iou == pytest.approx((0.8 + 0.5) / 2)

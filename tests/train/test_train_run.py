@@ -40,8 +40,9 @@ def _run_cli(args: list[str], env: dict, **kw) -> subprocess.Popen:
 def test_resume_after_a_killed_run_continues_from_the_last_checkpoint(tmp_path, tiny_model_dir, synth_dir):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     args = [f"model={tiny_model_dir('qwen2_5_vl')}", f"data={synth_dir}", f"output_dir={tmp_path}", "max_steps=40",
-            "save_steps=10", "eval_steps=1000", "eval.before=false", "eval.after=false", *FAST]
+            "save_steps=10", "eval_steps=1000", *FAST, "eval.max_samples=2", "eval.max_new_tokens=8"]
     proc = _run_cli(args, env, start_new_session=True)
+    before_file = tmp_path / "before_metrics.json"
     deadline = time.time() + 240
     while not (tmp_path / "checkpoint-20").is_dir():
         assert proc.poll() is None, proc.stdout.read()
@@ -52,7 +53,7 @@ def test_resume_after_a_killed_run_continues_from_the_last_checkpoint(tmp_path, 
     proc.wait()
     done = sorted(int(p.name.split("-")[1]) for p in tmp_path.glob("checkpoint-*"))
     assert done and done[-1] < 40, done
-    last = done[-1]
+    scored_before = before_file.read_text()  # written before the first step
     # a checkpoint being written when the kill came may be incomplete; resume uses the last complete one
     out = subprocess.run([sys.executable, "-m", "vlmdet", "train", *args, "--resume"], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -65,3 +66,7 @@ def test_resume_after_a_killed_run_continues_from_the_last_checkpoint(tmp_path, 
     state = json.loads((tmp_path / "checkpoint-40" / "trainer_state.json").read_text())
     assert state["global_step"] == 40
     assert (Path(tmp_path) / SETTINGS_FILE).is_file()
+    # the base model was scored once, before the kill; the resumed run reports those figures
+    assert "scoring the base model" not in text
+    assert before_file.read_text() == scored_before
+    assert json.loads((tmp_path / "report.json").read_text())["before"] == json.loads(scored_before)

@@ -8,7 +8,7 @@
 3. gradients   — one optimizer step, then a second backward: every trainable parameter must get a
                  finite, non-zero gradient (LoRA B starts at zero, so A only gets gradient after
                  the first step — hence two).
-4. overfit     — up to 200 steps on one batch of two images: the loss must drop and greedy decoding must
+4. overfit     — up to 300 steps on one batch of two images (at one input size): the loss must drop and greedy decoding must
                  reproduce the target boxes.
 
 Everything is built exactly as ``vlmdet train`` builds it (same config, loader, trainable setup,
@@ -58,6 +58,31 @@ class DoctorContext:
     settings: Any
     samples: list[Any]
     images: dict[str, Any]
+    pool: list[Any] = field(default_factory=list)  # more training samples, for checks that need a particular pair
+    overfit_steps: int = 300
+
+
+def overfit_pair(ctx: DoctorContext) -> tuple[list[Any], bool]:
+    """Two samples with boxes and different targets that the model sees at the *same input size*.
+
+    With variable-resolution processors (Qwen-VL) two images of different sizes get different
+    numbers of image tokens, and a model that ignores the pixels can still tell them apart by the
+    sequence alone; at one size only the pixels differ. Returns the pair and whether the sizes match.
+    """
+    from vlmdet.models.processing import model_input_wh
+
+    candidates = [s for s in (ctx.samples + ctx.pool) if len(s.targets[1])]
+    by_size: dict[tuple[int, int], Any] = {}
+    for s in candidates:
+        wh = model_input_wh(ctx.processor, s.image_wh)
+        other = by_size.get(wh)
+        if other is not None and ctx.settings.target(other) != ctx.settings.target(s):
+            pair = [other, s]
+            for x in pair:
+                ctx.images.setdefault(x.id, x.load_image())
+            return pair, True
+        by_size.setdefault(wh, s)
+    return (candidates[:2] or ctx.samples[:2]), False
 
 
 def _load_model(ctx: DoctorContext):
@@ -265,8 +290,9 @@ def check_gradients(ctx: DoctorContext) -> CheckResult:
 
 
 # ---------------------------------------------------------------- 4. overfit
-def check_overfit(ctx: DoctorContext, max_steps: int = 200, check_every: int = 50, lr: float | None = None) -> CheckResult:
-    """Train on one batch of two images until greedy decoding reproduces both (at most ``max_steps``).
+def check_overfit(ctx: DoctorContext, max_steps: int | None = None, check_every: int = 50, lr: float | None = None) -> CheckResult:
+    """Train on one batch of two images until greedy decoding reproduces both (at most ``max_steps``,
+    default ``ctx.overfit_steps``).
 
     Two different images in the batch make the check fail when the model ignores the image: it
     can then only write one memorised answer for both.
@@ -275,8 +301,9 @@ def check_overfit(ctx: DoctorContext, max_steps: int = 200, check_every: int = 5
     from vlmdet.predict import Predictor
     from vlmdet.rows import canonical_order
 
+    max_steps = max_steps or ctx.overfit_steps
     model = _load_model(ctx)
-    samples = [s for s in ctx.samples if len(s.targets[1])][:2] or ctx.samples[:2]
+    samples, same_size = overfit_pair(ctx)
     batch = _collator(ctx, model)(_rows(ctx, samples))
     # A bit above the run's own rate: memorising one batch should be easy at the rate the run uses.
     lr = lr or float(ctx.cfg.sft.get("learning_rate", 2e-4)) * 2.5
@@ -305,12 +332,13 @@ def check_overfit(ctx: DoctorContext, max_steps: int = 200, check_every: int = 5
         if not misses and losses[-1] < 0.3 * losses[0]:
             break
     dropped = losses[-1] < 0.3 * losses[0]
+    note = [] if same_size else ["note: no two training images share one input size, so the model could tell these two apart by their token count alone"]
     return CheckResult(
         "overfit",
         dropped and not misses,
         f"loss {losses[0]:.3f} -> {losses[-1]:.3f} in {len(losses)} steps (lr {lr:g}); "
         f"{len(samples) - len(misses)}/{len(samples)} answers reproduce the boxes",
-        misses,
+        misses + note,
         "the model cannot learn even one batch: labels, coordinates or gradients are broken (see the checks above), "
         "the learning rate is far off, or (same answer for both images) the image does not reach the language model",
         "fix the failing checks above first; then try a higher learning rate for this check",
@@ -320,7 +348,7 @@ def check_overfit(ctx: DoctorContext, max_steps: int = 200, check_every: int = 5
 CHECKS = {"labels": check_labels, "coordinates": check_coordinates, "gradients": check_gradients, "overfit": check_overfit}
 
 
-def run_doctor(cfg: TrainConfig, out_dir: str | Path | None = None, checks: list[str] | None = None, n_samples: int = 4) -> list[CheckResult]:
+def run_doctor(cfg: TrainConfig, out_dir: str | Path | None = None, checks: list[str] | None = None, n_samples: int = 4, overfit_steps: int = 300) -> list[CheckResult]:
     """Run the checks for ``cfg`` (the same config ``vlmdet train`` takes); returns one result per check.
 
     The run is prepared by :func:`vlmdet.run.prepare_run`, exactly as ``vlmdet train`` prepares it
@@ -336,7 +364,8 @@ def run_doctor(cfg: TrainConfig, out_dir: str | Path | None = None, checks: list
     out = Path(out_dir or run.out / "doctor")
     out.mkdir(parents=True, exist_ok=True)
     samples = sorted(run.train.samples[:64], key=lambda s: -len(s.boxes))[:n_samples]
-    ctx = DoctorContext(cfg, out, run.model_src, run.family, run.processor, run.settings, samples, {s.id: s.load_image() for s in samples})
+    ctx = DoctorContext(cfg, out, run.model_src, run.family, run.processor, run.settings, samples, {s.id: s.load_image() for s in samples},
+                        pool=run.train.samples[:256], overfit_steps=overfit_steps)
     results = []
     for name in checks or list(CHECKS):
         torch.manual_seed(cfg.seed)

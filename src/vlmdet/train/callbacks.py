@@ -57,13 +57,18 @@ class GradNormCallback(TrainerCallback):
         self._warned: set[str] = set()
 
     def measure(self, model: torch.nn.Module) -> tuple[dict[str, float], dict[str, list[str]]]:
-        """``(norm per group, {"none"|"zero"|"nonfinite": [param names]})`` of the current gradients."""
+        """``(norm per group, {"none"|"zero"|"nonfinite": [param names]})`` of the current gradients.
+
+        Also sets ``self.unit_norms``: the same per alarm unit (:meth:`unit`), so that adapters cut off
+        in one tower are seen even while the adapters of another tower learn."""
         sq = dict.fromkeys(GROUPS, 0.0)
+        units: dict[str, float] = {}
         bad: dict[str, list[str]] = {"none": [], "zero": [], "nonfinite": []}
         for name, p in model.named_parameters():
             if not p.requires_grad:
                 continue
-            group = param_group(name, self.family)
+            group, unit = param_group(name, self.family), self.unit(name)
+            units.setdefault(unit, 0.0)
             if p.grad is None:
                 bad["none"].append(name)
                 continue
@@ -71,12 +76,20 @@ class GradNormCallback(TrainerCallback):
             n2 = float(g.pow(2).sum())
             if not math.isfinite(n2):
                 bad["nonfinite"].append(name)
-                sq[group] = float("nan")
+                sq[group] = units[unit] = float("nan")
             else:
                 sq[group] += n2
+                units[unit] += n2
                 if n2 == 0.0:
                     bad["zero"].append(name)
+        self.unit_norms = {u: math.sqrt(v) if v == v else float("nan") for u, v in units.items()}
         return {g: math.sqrt(v) if v == v else float("nan") for g, v in sq.items()}, bad
+
+    def unit(self, name: str) -> str:
+        """What the alarm watches: a parameter group, with LoRA adapters split by the tower they sit in
+        (``adapters (vision)`` can get no gradient while ``adapters (language)`` learns)."""
+        group = param_group(name, self.family)
+        return group if group != "adapters" else f"adapters ({param_group(name.replace('lora_', ''), self.family)})"
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         if model is None:
@@ -86,17 +99,15 @@ class GradNormCallback(TrainerCallback):
         for g, v in norms.items():
             self._sums[g] += v if math.isfinite(v) else 0.0
         self._count += 1
-        # a *group* failing is the signal; single zero rows (e.g. unused embeddings) are normal
-        groups_present = {param_group(n, self.family) for n, p in model.named_parameters() if p.requires_grad}
-        for group in groups_present:
-            v = norms[group]
+        # a *unit* failing is the signal; single zero rows (e.g. unused embeddings) are normal
+        for group, v in self.unit_norms.items():
             kind = "nonfinite" if not math.isfinite(v) else ("zero" if v == 0.0 else None)
             if kind is None:
                 self._streak.pop(group, None)
                 continue
             self._streak[group] = self._streak.get(group, 0) + 1
             if self._streak[group] >= self.patience and (group, kind) not in self._warned:
-                names = [n for n in bad["none"] + bad[kind] if param_group(n, self.family) == group]
+                names = [n for n in bad["none"] + bad[kind] if self.unit(n) == group]
                 cause = LIKELY_CAUSES["none" if bad["none"] and kind == "zero" else kind]
                 msg = (
                     f"step {state.global_step}: trainable group '{group}' had {kind} gradients for "
