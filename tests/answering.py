@@ -15,6 +15,7 @@ for the image of each sample.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,15 +42,6 @@ def key_of_image(processor: Any, image: Any) -> str:
     return key
 
 
-@dataclass
-class FakeScores:
-    """What ``generate(..., return_dict_in_generate=True, output_scores=True)`` returns."""
-
-    sequences: torch.Tensor
-    scores: tuple[torch.Tensor, ...] | None = None
-    logits: tuple[torch.Tensor, ...] | None = None
-
-
 class AnsweringModel(torch.nn.Module):
     """See the module docstring. ``texts``: image key -> answer text; ``token_prob``: the probability
     each answer token gets in the fake generation scores (for confidence tests)."""
@@ -70,6 +62,10 @@ class AnsweringModel(torch.nn.Module):
     def generation_config(self):
         return self.inner.generation_config
 
+    @generation_config.setter
+    def generation_config(self, value):
+        self.inner.generation_config = value
+
     def __getattr__(self, name: str):
         try:
             return super().__getattr__(name)
@@ -77,38 +73,42 @@ class AnsweringModel(torch.nn.Module):
             return getattr(self.inner, name)
 
     @torch.no_grad()
-    def generate(self, input_ids=None, pixel_values=None, image_grid_thw=None, max_new_tokens: int = 64, **kwargs):
+    def generate(self, input_ids=None, pixel_values=None, image_grid_thw=None, generation_config=None, logits_processor=None, max_new_tokens: int | None = None, **kwargs):
+        """The registered answers as generated token ids; every logits processor sees one score row
+        per step in which the answer's token has probability ``token_prob`` (the arg-max)."""
         tok = self.processor.tokenizer
         keys = image_keys(self.processor, pixel_values, image_grid_thw)
         unknown = [k for k in keys if k not in self.texts]
         assert not unknown, f"the predictor sent {len(unknown)} image(s) the test never registered"
         texts = [self.texts[k] for k in keys]
-        self.calls.append({"texts": texts, "prompts": tok.batch_decode(input_ids), "kwargs": {k: v for k, v in kwargs.items() if not torch.is_tensor(v)}})
+        budget = max_new_tokens or getattr(generation_config, "max_new_tokens", None) or 64
+        self.calls.append({"texts": texts, "keys": keys, "prompts": tok.batch_decode(input_ids), "generation_config": generation_config})
         eos = tok.eos_token_id
         seq2seq = bool(getattr(self.config, "is_encoder_decoder", False))
-        rows = []
+        start = []  # generated tokens: for an encoder-decoder, after the decoder start token
         for text in texts:
-            ids = tok(text, add_special_tokens=False)["input_ids"][:max_new_tokens - 1] + [eos]
-            if seq2seq:  # decoder start, then <s> answer </s> (Florence-2)
-                ids = [self.config.decoder_start_token_id if hasattr(self.config, "decoder_start_token_id") else eos, tok.bos_token_id, *ids]
-            rows.append(ids)
-        width = max(len(r) for r in rows)
+            ids = tok(text, add_special_tokens=False)["input_ids"][: budget - 1] + [eos]
+            start.append([tok.bos_token_id, *ids] if seq2seq else ids)
+        width = max(len(r) for r in start)
         pad = tok.pad_token_id
-        new = torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
-        sequences = new if seq2seq else torch.cat([input_ids, new.to(input_ids.device)], dim=1)
-        if not kwargs.get("return_dict_in_generate"):
-            return sequences
-        vocab = self.inner.get_output_embeddings().weight.shape[0] if hasattr(self.inner, "get_output_embeddings") else len(tok)
-        steps = []
+        new = torch.tensor([r + [pad] * (width - len(r)) for r in start], dtype=torch.long)
+        vocab = self.inner.get_output_embeddings().weight.shape[0]
+        if seq2seq:  # what an encoder-decoder's output starts with
+            decoder_start = getattr(self.inner.generation_config, "decoder_start_token_id", None)
+            so_far = torch.full((len(texts), 1), decoder_start if decoder_start is not None else eos)
+        else:
+            so_far = input_ids
         for t in range(new.shape[1]):
-            logp = torch.full((len(rows), vocab), -30.0)
-            for i, r in enumerate(rows):
-                tid = r[t] if t < len(r) else pad
-                p = self.token_prob(texts[i], t) if callable(self.token_prob) else self.token_prob
-                logp[i] = torch.log(torch.tensor((1 - p) / (vocab - 1)))
-                logp[i, tid] = torch.log(torch.tensor(p))
-            steps.append(logp)
-        return FakeScores(sequences, tuple(steps) if kwargs.get("output_scores") else None, tuple(steps) if kwargs.get("output_logits") else None)
+            scores = torch.full((len(texts), vocab), 0.0)
+            for i, text in enumerate(texts):
+                k = max(0, t - 1) if seq2seq else t  # the index within the answer (an encoder-decoder's first token is <s>)
+                p = self.token_prob(text, k) if callable(self.token_prob) else self.token_prob
+                scores[i] = math.log((1 - p) / (vocab - 1))
+                scores[i, new[i, t]] = math.log(p)
+            for processor in logits_processor or []:
+                scores = processor(so_far, scores)
+            so_far = torch.cat([so_far, new[:, t : t + 1].to(so_far.device)], dim=1)
+        return so_far
 
 
 @dataclass

@@ -79,12 +79,20 @@ def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+def _generation(items: list[str] | None) -> dict:
+    """``--generation num_beams=3 --generation repetition_penalty=1.1`` -> a GenerationConfig override dict."""
+    from vlmdet.config import parse_overrides
+
+    return dict(parse_overrides([i if "=" in i else f"{i}=" for i in items or []]))
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from vlmdet.evaluate import run_eval
 
     run_eval(
         args.model, args.data, split=args.split, out=args.out, batch_size=args.batch_size, compare=args.compare,
         max_samples=args.max_samples, family=args.family, max_new_tokens=args.max_new_tokens, on_bad_data=args.on_bad_data,
+        generation=_generation(args.generation), confidence=args.confidence,
     )
     return 0
 
@@ -102,7 +110,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from vlmdet.predict.run import run_predict
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-    run_predict(args.model, args.images, classes=classes, phrase=args.phrase, out=args.out, batch_size=args.batch_size, family=args.family)
+    run_predict(args.model, args.images, classes=classes, phrase=args.phrase, out=args.out, batch_size=args.batch_size, family=args.family,
+                generation=_generation(args.generation), confidence=args.confidence)
     return 0
 
 
@@ -115,6 +124,14 @@ def _cmd_doctor(args: argparse.Namespace, extra: list[str]) -> int:
     failed = [r.name for r in results if not r.ok]
     print(f"[vlmdet] doctor: {len(results) - len(failed)}/{len(results)} checks passed" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
+
+
+def _decoding_args(p: argparse.ArgumentParser) -> None:
+    from vlmdet.predict.decoding import CONFIDENCE_KINDS
+
+    p.add_argument("--generation", action="append", metavar="KEY=VALUE", help="any GenerationConfig setting over vlmdet's greedy decoding "
+                   "(every penalty and n-gram ban off, whatever the checkpoint's generation_config.json says); repeatable")
+    p.add_argument("--confidence", choices=CONFIDENCE_KINDS, default="geometric_mean", help="a box's confidence from its tokens' probabilities")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="score a model on a dataset split: COCO mAP, IoU, parse failures, report + images")
     p.add_argument("--model", required=True, help="trained vlmdet folder, adapter folder, base model folder or hub id")
-    p.add_argument("--data", required=True, help="dataset spec (COCO json, split folder, data.yaml, .jsonl, hf:<id>)")
+    p.add_argument("--data", required=True, action="append", help="dataset spec (COCO json, split folder, data.yaml, .jsonl, hf:<id>); "
+                   "repeat it to score several datasets and their mean")
     p.add_argument("--split", default="val")
     p.add_argument("--out", default="runs/eval")
     p.add_argument("--batch-size", type=int, default=8)
@@ -157,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--family", default=None, help="override the family read from the model config")
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--on-bad-data", choices=["raise", "skip"], default="raise")
+    _decoding_args(p)
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("metrics", help="score a COCO results file against COCO ground truth (pycocotools)")
@@ -172,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/predict")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--family", default=None)
+    _decoding_args(p)
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("doctor", help="check labels, coordinates, gradients and overfitting for a train config")

@@ -69,6 +69,13 @@ class EvalConfig:
     max_new_tokens: int | None = None  # None = from the longest training target
     before: bool = True  # score the base model before the first step (the "before" column)
     after: bool = True  # score the trained model after the last step
+    confidence: str = "geometric_mean"  # a box's confidence from its tokens: geometric_mean | min | mean | product
+
+    def __post_init__(self) -> None:
+        from vlmdet.predict.decoding import CONFIDENCE_KINDS
+
+        if self.confidence not in CONFIDENCE_KINDS:
+            raise ConfigError(f"eval.confidence must be one of {', '.join(CONFIDENCE_KINDS)}, got {self.confidence!r}")
 
 
 @dataclass
@@ -111,6 +118,9 @@ class RunConfig:
     synth: dict[str, Any] = field(default_factory=dict)  # SynthConfig fields when data == "synth"
     tiny: dict[str, Any] = field(default_factory=dict)  # TinySpec fields when model == tiny:<family>
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # Decoding of every answer vlmdet scores (before/after, in-training eval): any GenerationConfig
+    # field over vlmdet's greedy defaults, which switch every penalty and n-gram ban off explicitly.
+    generation: dict[str, Any] = field(default_factory=dict)
     lora: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -314,7 +324,16 @@ def load_config(path: str | Path | None, overrides: list[str] | None, cls: type[
         )
     hints = typing.get_type_hints(cls)
     for key, value in tree.items():
-        if key in sections:
+        if key == "generation":
+            from vlmdet.predict.decoding import check_generation
+
+            if not isinstance(value, dict):
+                raise ConfigError(f"generation: expected a mapping of GenerationConfig settings, got {value!r}")
+            try:
+                check_generation(value)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        elif key in sections:
             check_section(value if value is not None else {}, sections[key][0], key, sections[key][1])
         elif not accepts(hints[key], value):
             raise ConfigError(f"{key}: expected {_describe(hints[key])}, got {value!r} ({type(value).__name__})")

@@ -1,11 +1,20 @@
-"""``vlmdet eval``: batched greedy generation over a whole split -> decode -> COCO metrics -> report.
+"""``vlmdet eval``: batched generation over whole splits -> decode -> metrics -> reports.
 
-Writes into ``--out``:
+One model (``--model``), optionally a second on the same images (``--compare``), on one dataset or
+several (``--data A --data B``: each scored on its own, then the mean of the per-dataset figures,
+as multi-dataset detection benchmarks report). Every model answers with the same decoding
+(greedy unless ``--generation`` says otherwise), which ``metrics.json`` and the reports state.
 
-* ``metrics.json``  — the :class:`~vlmdet.metrics.DetectionResult` of each model evaluated;
-* ``predictions.json`` — per image: raw answer, decoded boxes (original pixels), parse flag;
-* ``results.json``  — the same detections in COCO results format (``vlmdet metrics`` reads it);
-* ``report.md``     — the metrics table (side by side with ``--compare``);
+Writes into ``--out`` (per dataset in ``--out/<name>/`` when there are several):
+
+* ``metrics.json``  — per model: the :class:`~vlmdet.metrics.DetectionResult` (AP with constant
+  scores and ranked by confidence, F1 at IoU 0.5 / 0.95, duplicates, hallucinated labels, count
+  error, label confusion), the decoding settings, and with several datasets their mean;
+* ``predictions.json`` — per image: raw answer, boxes (original pixels), labels, confidences, parse flag;
+* ``results.json``  — the same detections in COCO results format, scored by confidence
+  (``vlmdet metrics`` reads it; image and category ids are the COCO file's own);
+* ``report.md`` / ``report.html`` — the metrics table (models side by side), per-class AP, and in
+  the page the gallery of the worst images;
 * ``images/``       — a handful of annotated images, ground truth vs prediction.
 """
 
@@ -17,21 +26,23 @@ from pathlib import Path
 from typing import Any
 
 from vlmdet.data.readers import ReadOptions, open_dataset
-from vlmdet.data.sample import DetectionDataset
+from vlmdet.data.sample import DataError, DetectionDataset
 from vlmdet.metrics import DetectionResult
-from vlmdet.predict import Prediction, Predictor, evaluate_predictions
-from vlmdet.data.sample import DataError
 from vlmdet.models.loading import load_processor
+from vlmdet.predict import Prediction, Predictor, evaluate_predictions
+from vlmdet.predict.decoding import Decoding
 from vlmdet.predict.loading import load_for_inference
-from vlmdet.run import check_samples
-from vlmdet.report import markdown_table, print_table
+from vlmdet.report import decoding_note, markdown_table, print_table
 from vlmdet.report.draw import gt_vs_pred, save_annotated
+from vlmdet.run import check_samples
 
 SCORE_NOTE = (
-    "Scores: VLMs give no confidence, so every predicted box has score 1.0 and COCOeval ranks boxes in "
-    "the order the model listed them (its sort is stable). AP is therefore measured at the one "
-    "operating point the model actually produces, not over a confidence sweep."
+    "Scores: VLMs give no confidence of their own. The AP rows give every predicted box score 1.0 and "
+    "COCOeval ranks boxes in the order the model listed them (its sort is stable): AP at the one "
+    "operating point the model produces. The rows 'ranked by confidence' score each box by its tokens' "
+    "probabilities (see --confidence), a real ranking."
 )
+MEAN_FIELDS = ("map", "map50", "map75", "ar100", "f1_50", "f1_95", "mean_iou", "duplicate_rate", "hallucinated_rate", "count_error", "parse_failure_rate", "preds_per_image")
 
 
 @dataclass
@@ -41,9 +52,34 @@ class ModelEval:
     predictions: list[Prediction]
 
 
-def evaluate_model(model_dir: str, dataset: DetectionDataset, batch_size: int = 8, family: str | None = None, max_new_tokens: int | None = None, progress: bool = True) -> ModelEval:
+def dataset_names(specs: list[str]) -> list[str]:
+    """A short, unique name per dataset spec (its folder or file name)."""
+    names = []
+    for spec in specs:
+        base = Path(spec[3:] if spec.startswith("hf:") else spec).name or spec
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def mean_result(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-dataset figures averaged (undefined ones, -1, left out), as multi-dataset benchmarks do."""
+    out: dict[str, Any] = {"n_datasets": len(results)}
+    for key in MEAN_FIELDS:
+        values = [r[key] for r in results if r.get(key, -1) != -1]
+        out[key] = sum(values) / len(values) if values else -1.0
+    kinds = set.intersection(*(set(r.get("by_score", {})) for r in results)) if results else set()
+    out["by_score"] = {k: {f: sum(r["by_score"][k][f] for r in results) / len(results) for f in ("map", "map50", "map75", "ar100")} for k in kinds}
+    out["n_images"] = sum(r["n_images"] for r in results)
+    return out
+
+
+def prepare_model(model_dir: str, dataset: DetectionDataset, family: str | None) -> tuple[Any, Any, Any]:
+    """Load a model for scoring ``dataset``: a trained folder keeps the classes (so the prompt) it was
+    trained with; a bare model prompts with the dataset's."""
     grounding = any(s.phrase for s in dataset)
-    # A trained folder keeps the classes (so the prompt) it was trained with; a bare model gets the dataset's.
     model, processor, settings = load_for_inference(model_dir, family=family, task="ground" if grounding else None)
     if not grounding:
         if not settings.classes:
@@ -52,27 +88,75 @@ def evaluate_model(model_dir: str, dataset: DetectionDataset, batch_size: int = 
             print(f"[vlmdet] note: {model_dir} was trained to detect {settings.classes}; the dataset lists {dataset.classes}. "
                   "Prompting with the trained classes.", flush=True)
     settings.check()
-    predictor = Predictor(model, processor, settings, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    return model, processor, settings
+
+
+def evaluate_model(model_dir: str, dataset: DetectionDataset, batch_size: int = 8, family: str | None = None, max_new_tokens: int | None = None,
+                   progress: bool = True, decoding: Decoding | None = None, confidence: str = "geometric_mean") -> ModelEval:
+    model, processor, settings = prepare_model(model_dir, dataset, family)
+    predictor = Predictor(model, processor, settings, batch_size=batch_size, max_new_tokens=max_new_tokens, decoding=decoding, confidence=confidence)
     preds = predictor.predict(dataset.samples, progress=progress, desc=f"eval {Path(model_dir).name}")
     return ModelEval(str(model_dir), evaluate_predictions(dataset.samples, preds, settings), preds)
 
 
 def coco_results(dataset: DetectionDataset, preds: list[Prediction]) -> list[dict[str, Any]]:
-    """Detections in COCO results format: image and category ids are the COCO file's own when the
-    data came from one (``dataset.category_ids``), else 1..n."""
+    """Detections in COCO results format, scored by confidence (1.0 where none was measured): image
+    and category ids are the COCO file's own when the data came from one (``dataset.category_ids``),
+    else 1..n."""
     cat = dataset.category_ids
     out = []
     for idx, (s, p) in enumerate(zip(dataset.samples, preds), start=1):
         image_id = s.meta.get("coco_image_id", idx)
-        for (x1, y1, x2, y2), label in zip(p.boxes, p.labels):
+        scores = p.confidences if p.confidences is not None else [1.0] * len(p.labels)
+        for (x1, y1, x2, y2), label, score in zip(p.boxes, p.labels, scores):
             if label in cat:
-                out.append({"image_id": image_id, "category_id": cat[label], "bbox": [x1, y1, x2 - x1, y2 - y1], "score": 1.0})
+                out.append({"image_id": image_id, "category_id": cat[label], "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score)})
     return out
+
+
+def _column_names(names: list[str]) -> list[str]:
+    short = [Path(n).name or n for n in names]
+    return short if len(set(short)) == len(short) else names  # two models with the same folder name: full paths
+
+
+def write_dataset_outputs(out: Path, title: str, ds: DetectionDataset, evals: list[ModelEval], decoding: Decoding, confidence: str, n_images: int) -> dict[str, dict]:
+    """metrics.json, predictions.json, results.json, report.md/html and images/ of one dataset."""
+    from vlmdet.report.html import gallery_items, write_html
+
+    out.mkdir(parents=True, exist_ok=True)
+    names = _column_names([e.name for e in evals])
+    columns = {n: e.result.to_dict() for n, e in zip(names, evals)}
+    record = {"decoding": decoding.record(), "confidence": confidence}
+    (out / "metrics.json").write_text(json.dumps({e.name: {**e.result.to_dict(), **record} for e in evals}, indent=2))
+    first = evals[0]
+    (out / "predictions.json").write_text(json.dumps([
+        {"id": s.id, "image_wh": list(s.image_wh), "text": p.text, "boxes": p.boxes.round(2).tolist(), "labels": p.labels,
+         "confidences": None if p.confidences is None else [round(c, 5) for c in p.confidences], "parse_failed": p.decoded.failed}
+        for s, p in zip(ds.samples, first.predictions)
+    ], indent=1))
+    (out / "results.json").write_text(json.dumps(coco_results(ds, first.predictions)))
+    meta = {"decoding": decoding.record(), "confidence": confidence}
+    lines = [f"# {title}", "", decoding_note(meta), "", markdown_table(columns), "", SCORE_NOTE]
+    pcap = first.result.per_class_ap
+    if pcap and any(v >= 0 for v in pcap.values()):
+        lines += ["", f"Per-class AP@[.5:.95] ({names[0]}):", "", "| class | AP |", "| --- | ---: |"]
+        lines += [f"| {k} | {'n/a' if v == -1 else f'{v:.3f}'} |" for k, v in pcap.items()]
+    if first.result.confusion:
+        lines += ["", f"Boxes placed right but labelled wrong ({names[0]}; true -> said: count):", ""]
+        lines += [f"- {t} -> {s}: {n}" for t, row in first.result.confusion.items() for s, n in row.items()]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    write_html(out / "report.html", title, columns, gallery=gallery_items(ds.samples, {n: e.predictions for n, e in zip(names, evals)}),
+               settings={"data": ds.name, "images": len(ds), "models": [e.name for e in evals], **record}, notes=[decoding_note(meta)])
+    for s, p in list(zip(ds.samples, first.predictions))[:n_images]:
+        save_annotated(out / "images" / f"{Path(s.id).name.replace('#', '_').replace(':', '_')}.png",
+                       gt_vs_pred(s.load_image(), s.boxes, s.labels, p.boxes, p.labels, p.confidences))
+    print_table(columns, title=f"{title}")
+    return columns
 
 
 def run_eval(
     model: str,
-    data: str,
+    data: str | list[str],
     split: str = "val",
     out: str | Path = "runs/eval",
     batch_size: int = 8,
@@ -82,43 +166,50 @@ def run_eval(
     family: str | None = None,
     max_new_tokens: int | None = None,
     on_bad_data: str = "raise",
-) -> list[ModelEval]:
+    generation: dict[str, Any] | None = None,
+    confidence: str = "geometric_mean",
+) -> dict[str, list[ModelEval]]:
+    """Score ``model`` (and ``compare``) on each dataset of ``data``; returns ``{dataset name: [ModelEval, ...]}``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ds = open_dataset(data, split, ReadOptions(on_error=on_bad_data))
-    print(f"[vlmdet] {ds.report.summary()}", flush=True)
-    if max_samples:
-        ds = ds.subset(range(min(max_samples, len(ds))))
+    specs = [data] if isinstance(data, str) else list(data)
+    decoding = Decoding(generation)
     models = [model] + ([compare] if compare else [])
-    for m in models:  # every model is scored on the same images: drop those any of them cannot take
-        processor, _ = load_processor(m, family)
-        check_samples(ds, None, processor, on_bad_data, targets=False)
-    if not len(ds):
-        raise DataError(f"{data} [{split}]: no images to evaluate")
-    evals = [evaluate_model(m, ds, batch_size, family, max_new_tokens) for m in models]
-    columns = {Path(e.name).name or e.name: e.result.to_dict() for e in evals}
-    if len(columns) < len(evals):  # two models with the same folder name
-        columns = {e.name: e.result.to_dict() for e in evals}
-    (out / "metrics.json").write_text(json.dumps({e.name: e.result.to_dict() for e in evals}, indent=2))
-    first = evals[0]
-    (out / "predictions.json").write_text(
-        json.dumps(
-            [
-                {"id": s.id, "image_wh": list(s.image_wh), "text": p.text, "boxes": p.boxes.round(2).tolist(), "labels": p.labels, "parse_failed": p.decoded.failed}
-                for s, p in zip(ds.samples, first.predictions)
-            ],
-            indent=1,
-        )
-    )
-    (out / "results.json").write_text(json.dumps(coco_results(ds, first.predictions)))
-    lines = [f"# vlmdet eval: `{data}` split `{split}` ({len(ds)} images)", "", markdown_table(columns), "", SCORE_NOTE]
-    pcap = first.result.per_class_ap
-    if pcap and any(v >= 0 for v in pcap.values()):
-        lines += ["", f"Per-class AP@[.5:.95] ({Path(first.name).name}):", "", "| class | AP |", "| --- | ---: |"]
-        lines += [f"| {k} | {'n/a' if v == -1 else f'{v:.3f}'} |" for k, v in pcap.items()]
+    processors = [load_processor(m, family)[0] for m in models]
+    datasets: dict[str, DetectionDataset] = {}
+    for spec, name in zip(specs, dataset_names(specs)):
+        ds = open_dataset(spec, split, ReadOptions(on_error=on_bad_data))
+        print(f"[vlmdet] {ds.report.summary()}", flush=True)
+        if max_samples:
+            ds = ds.subset(range(min(max_samples, len(ds))))
+        for processor in processors:  # every model is scored on the same images: drop those any of them cannot take
+            check_samples(ds, None, processor, on_bad_data, targets=False)
+        if not len(ds):
+            raise DataError(f"{spec} [{split}]: no images to evaluate")
+        datasets[name] = ds
+    evals = {name: [evaluate_model(m, ds, batch_size, family, max_new_tokens, decoding=decoding, confidence=confidence) for m in models]
+             for name, ds in datasets.items()}
+    if len(specs) == 1:
+        (name, ds), = datasets.items()
+        write_dataset_outputs(out, f"vlmdet eval: `{specs[0]}` split `{split}` ({len(ds)} images)", ds, evals[name], decoding, confidence, n_images)
+        print(f"[vlmdet] wrote metrics.json, predictions.json, results.json, report.md, report.html, images/ to {out}")
+        return evals
+    per_dataset = {}
+    for (name, ds), spec in zip(datasets.items(), specs):
+        write_dataset_outputs(out / name, f"vlmdet eval: `{spec}` split `{split}` ({len(ds)} images)", ds, evals[name], decoding, confidence, n_images)
+        per_dataset[name] = evals[name]
+    summary = {}
+    for k, m in enumerate(models):
+        results = {name: per_dataset[name][k].result.to_dict() for name in per_dataset}
+        summary[m] = {"mean": mean_result(list(results.values())), "per_dataset": results, "decoding": decoding.record(), "confidence": confidence}
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    lines = [f"# vlmdet eval: {len(specs)} datasets, split `{split}`", "", decoding_note({"decoding": decoding.record(), "confidence": confidence}), ""]
+    for m in models:
+        columns = {**{name: s for name, s in summary[m]["per_dataset"].items()}, "mean": summary[m]["mean"]}
+        lines += [f"## {Path(m).name or m}", "", markdown_table(columns), ""]
+        print_table(columns, title=f"{Path(m).name or m}: {len(specs)} datasets and their mean")
+    if len(models) > 1:
+        lines += ["## mean over the datasets", "", markdown_table({Path(m).name or m: summary[m]["mean"] for m in models}), ""]
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    for s, p in list(zip(ds.samples, first.predictions))[:n_images]:
-        save_annotated(out / "images" / f"{Path(s.id).name.replace('#', '_').replace(':', '_')}.png", gt_vs_pred(s.load_image(), s.boxes, s.labels, p.boxes, p.labels))
-    print_table(columns, title=f"{data} [{split}] — {len(ds)} images")
-    print(f"[vlmdet] wrote metrics.json, predictions.json, results.json, report.md, images/ to {out}")
+    print(f"[vlmdet] wrote metrics.json and report.md to {out}, and each dataset's outputs to {out}/<dataset>/")
     return evals

@@ -42,7 +42,7 @@ BUILTIN_SYNTH = "builtin:synth"
 # Settings that may differ between a run and its ``--resume``: they change neither what is trained
 # nor on what, only how it is launched, logged or batched for evaluation.
 RESUME_MAY_CHANGE = frozenset(
-    {"resume", "overwrite", "output_dir", "eval.batch_size", "cache_images", "cache_max_mb"}
+    {"resume", "overwrite", "output_dir", "eval.batch_size", "eval.confidence", "cache_images", "cache_max_mb"}
     | {f"{s}.{k}" for s in ("sft", "grpo") for k in ("logging_steps", "dataloader_num_workers", "report_to", "disable_tqdm", "per_device_eval_batch_size")}
 )
 

@@ -98,12 +98,12 @@ def test_detection_metrics_from_samples_equal_pycocotools(tmp_path, seed):
             [name[a["category_id"]] for a in g],
             np.array([xyxy(x["bbox"]) for x in d]).reshape(-1, 4),
             [name[x["category_id"]] for x in d],
-            scores=[x["score"] for x in d],
+            confidences=[x["score"] for x in d],
             iscrowd=np.array([a["iscrowd"] for a in g], dtype=bool),
         )
-    r = metrics.compute()
-    ours = [r.map, r.map50, r.map75, r.map_small, r.map_medium, r.map_large, None, None, r.ar100]
-    np.testing.assert_allclose([v for v in ours if v is not None], [ref[i] for i, v in enumerate(ours) if v is not None], atol=1e-6)
+    r = metrics.compute().by_score["logprob"]
+    for name, index in (("map", 0), ("map50", 1), ("map75", 2), ("map_small", 3), ("map_medium", 4), ("map_large", 5), ("ar100", 8)):
+        assert r[name] == pytest.approx(ref[index], abs=1e-6), name
 
 
 def test_metrics_command_prints_json(tmp_path, capsys):

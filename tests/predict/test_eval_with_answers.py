@@ -67,14 +67,17 @@ def test_perfect_answers_score_one_and_come_back_on_their_own_images(family, ans
             np.testing.assert_allclose(p["boxes"], gt_boxes, atol=max(settings.codec.step(s.image_wh)) + 0.01)
     capsys.readouterr()
 
-    # results.json keeps the COCO file's category ids: `vlmdet metrics` gives metrics.json's figures
+    # results.json keeps the COCO file's category ids and the confidences: `vlmdet metrics` gives
+    # metrics.json's confidence-ranked figures
     results = json.loads((out / "results.json").read_text())
     assert {r["category_id"] for r in results} <= set(REMAP.values()) and len(results) == m["n_pred"]
+    assert sorted(r["score"] for r in results) == pytest.approx(sorted(c for p in preds for c in p["confidences"]), abs=1e-5)
     assert main(["metrics", "--gt", str(noncontig / "val" / "annotations.json"), "--pred", str(out / "results.json")]) == 0
     scored = json.loads(capsys.readouterr().out)
+    ranked = m["by_score"]["logprob"]
     for name in ("map", "map50", "map75", "map_small", "map_medium", "map_large", "ar100"):
-        assert scored[name] == pytest.approx(m[name], abs=1e-9), name
-    assert scored["per_class_ap"] == pytest.approx(m["per_class_ap"], abs=1e-9)
+        assert scored[name] == pytest.approx(ranked[name], abs=1e-9), name
+    assert scored["per_class_ap"] == pytest.approx(ranked["per_class_ap"], abs=1e-9)
 
 
 def test_compare_puts_two_different_models_side_by_side(answers, tiny_model_dir, noncontig, tmp_path):
@@ -92,7 +95,7 @@ def test_compare_puts_two_different_models_side_by_side(answers, tiny_model_dir,
     out = tmp_path / "ev"
     assert main(["eval", "--model", str(good), "--compare", str(worse), "--data", str(noncontig), "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
-    header = report.splitlines()[2]
+    header = next(line for line in report.splitlines() if line.startswith("| metric |"))
     assert header.count("|") == 4 and good.name in header and "worse" in header
     map50 = _table_row(report, "mAP50")
     assert map50[0] == "1.000" and float(map50[1]) < 0.9
@@ -186,3 +189,31 @@ def test_detect_named_prompts_name_only_each_images_classes(answers, tiny_model_
     for call, s in zip(calls, sizes):
         named = list(dict.fromkeys(s.labels)) or val.classes
         assert f'categories: "{", ".join(named)}"' in call["prompts"][0]
+
+
+def test_several_datasets_are_scored_each_then_averaged(answers, tiny_model_dir, synth_dir, tmp_path):
+    model = tiny_model_dir("qwen2_5_vl")
+    other = tmp_path / "other"  # a second dataset: the synthetic test split, served as "val"
+    shutil.copytree(synth_dir / "test", other / "val")
+    a, b = open_dataset(synth_dir, "val"), open_dataset(other, "val")
+    settings = _settings(model, "qwen2_5_vl", a.classes)
+
+    def first_box_only(s):
+        boxes, labels = canonical_order(*s.targets)
+        return settings.codec.encode(boxes[:1], labels[:1], s.image_wh)
+
+    perfect = {id(s) for s in a.samples}
+    answers.register(model, a.samples + b.samples, lambda s: settings.target(s) if id(s) in perfect else first_box_only(s))
+    out = tmp_path / "ev"
+    assert main(["eval", "--model", str(model), "--data", str(synth_dir), "--data", str(other), "--out", str(out)]) == 0
+    summary = json.loads((out / "metrics.json").read_text())[str(model)]
+    per = summary["per_dataset"]
+    assert list(per) == [synth_dir.name, other.name]
+    assert per[synth_dir.name]["f1_50"] == 1.0 and per[other.name]["f1_50"] < 0.9  # the datasets really differ
+    for key in ("map", "map50", "f1_50", "mean_iou", "count_error"):
+        assert summary["mean"][key] == pytest.approx((per[synth_dir.name][key] + per[other.name][key]) / 2), key
+    assert summary["mean"]["n_images"] == len(a) + len(b) and summary["decoding"]["greedy"]
+    for name in per:  # each dataset keeps its own outputs
+        assert json.loads((out / name / "metrics.json").read_text())[str(model)]["n_images"] == 8
+    report = (out / "report.md").read_text()
+    assert f"| metric | {synth_dir.name} | {other.name} | mean |" in report

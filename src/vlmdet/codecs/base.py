@@ -32,6 +32,8 @@ class Decoded:
         failed: the text was not a clean answer in the codec's format (nothing parseable, a
             truncated or malformed structure, or items that had to be skipped).
         skipped: number of items seen but unusable (bad numbers, no label, empty after clipping).
+        spans: for each box, the ``(start, end)`` characters of ``raw`` that wrote it (its
+            coordinates and label) — where its confidence is read from the token probabilities.
 
     Unpacks as ``boxes, labels = codec.decode(text, image_wh)``.
     """
@@ -41,6 +43,7 @@ class Decoded:
     failed: bool = False
     skipped: int = 0
     raw: str = field(default="", repr=False)
+    spans: list[tuple[int, int]] = field(default_factory=list, repr=False)
 
     def __iter__(self) -> Iterator[Any]:
         yield self.boxes
@@ -78,12 +81,18 @@ def finish(
     failed: bool,
     skipped: int,
     text: str,
+    spans: Iterable[tuple[int, int]] | None = None,
 ) -> Decoded:
-    """Order corners, clip to the image, drop non-finite or empty boxes (counted as skipped)."""
+    """Order corners, clip to the image, drop non-finite or empty boxes (counted as skipped).
+
+    ``spans``: the characters of ``text`` each raw box came from (default: the whole text)."""
     w, h = image_wh
     keep_boxes: list[list[float]] = []
     keep_labels: list[str] = []
-    for box, label in zip(raw_boxes, labels):
+    keep_spans: list[tuple[int, int]] = []
+    raw_boxes = list(raw_boxes)
+    spans = list(spans) if spans is not None else [(0, len(text))] * len(raw_boxes)
+    for box, label, span in zip(raw_boxes, labels, spans):
         try:
             x1, y1, x2, y2 = (float(v) for v in box)
         except (TypeError, ValueError):
@@ -99,8 +108,9 @@ def finish(
             continue
         keep_boxes.append([x1, y1, x2, y2])
         keep_labels.append(str(label).strip())
+        keep_spans.append((int(span[0]), int(span[1])))
     boxes = np.asarray(keep_boxes, dtype=np.float64) if keep_boxes else empty_boxes()
-    return Decoded(boxes, keep_labels, failed=failed or skipped > 0, skipped=skipped, raw=text)
+    return Decoded(boxes, keep_labels, failed=failed or skipped > 0, skipped=skipped, raw=text, spans=keep_spans)
 
 
 class Codec(ABC):

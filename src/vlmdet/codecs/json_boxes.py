@@ -37,15 +37,34 @@ def _round(v: float) -> int:
     return int(math.floor(v + 0.5))
 
 
-def _items_from_text(text: str) -> tuple[list[Any], bool]:
-    """JSON items in ``text`` and whether that needed salvage (not one clean JSON list/object)."""
+def _element_spans(body: str, start: int, n: int) -> list[tuple[int, int]] | None:
+    """Character spans of the ``n`` elements of the JSON list opening at ``body[start]`` (or None)."""
+    spans, pos = [], start + 1
+    for _ in range(n):
+        while pos < len(body) and body[pos] in " \t\r\n,":
+            pos += 1
+        try:
+            _, stop = _DECODER.raw_decode(body, pos)
+        except ValueError:
+            return None
+        spans.append((pos, stop))
+        pos = stop
+    return spans
+
+
+def _items_from_text(text: str) -> tuple[list[tuple[Any, tuple[int, int]]], bool]:
+    """JSON items in ``text`` with the characters each came from, and whether that needed salvage
+    (not one clean JSON list/object)."""
     m = _FENCE.search(text)
-    body = m.group(1).strip() if m else text.strip()
+    raw_body, offset = (m.group(1), m.start(1)) if m else (text, 0)
+    body = raw_body.strip()
+    offset += len(raw_body) - len(raw_body.lstrip())
+    whole = (offset, offset + len(body))
     if body.startswith("{"):
         try:
             data = json.loads(body)
             if isinstance(data, dict):
-                return [data], False
+                return [(data, whole)], False
         except ValueError:
             pass
     start, end = body.find("["), body.rfind("]")
@@ -55,11 +74,12 @@ def _items_from_text(text: str) -> tuple[list[Any], bool]:
         try:
             data = json.loads(body[start : end + 1])
             if isinstance(data, list):
-                return data, False
+                spans = _element_spans(body, start, len(data)) or [(0, len(body))] * len(data)
+                return [(item, (offset + a, offset + b)) for item, (a, b) in zip(data, spans)], False
         except ValueError:
             pass
     # Salvage: every complete {...} object anywhere in the text, in order.
-    items: list[Any] = []
+    items: list[tuple[Any, tuple[int, int]]] = []
     pos = first_brace
     while pos != -1:
         try:
@@ -68,7 +88,7 @@ def _items_from_text(text: str) -> tuple[list[Any], bool]:
             pos = body.find("{", pos + 1)
             continue
         if isinstance(obj, dict):
-            items.append(obj)
+            items.append((obj, (offset + pos, offset + stop)))
         pos = body.find("{", stop)
     return items, True
 
@@ -160,8 +180,8 @@ class JsonBoxCodec(Codec):
         w, h = image_wh
         items, salvaged = _items_from_text(text)
         mw, mh = self.model_wh(image_wh)
-        boxes, labels, skipped = [], [], 0
-        for item in items:
+        boxes, labels, spans, skipped = [], [], [], 0
+        for item, span in items:
             parsed = _box_and_label(item)
             if parsed is None:
                 skipped += 1
@@ -169,5 +189,6 @@ class JsonBoxCodec(Codec):
             (x1, y1, x2, y2), label = parsed
             boxes.append([x1 / mw * w, y1 / mh * h, x2 / mw * w, y2 / mh * h])
             labels.append(label)
+            spans.append(span)
         nothing = not items and not re.search(r"\[\s*\]", text)
-        return finish(boxes, labels, image_wh, failed=salvaged or nothing, skipped=skipped, text=text)
+        return finish(boxes, labels, image_wh, failed=salvaged or nothing, skipped=skipped, text=text, spans=spans)

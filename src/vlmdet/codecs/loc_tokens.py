@@ -56,7 +56,7 @@ class PaliGemmaCodec(Codec):
 
     def _decode(self, text: str, image_wh: tuple[int, int]) -> Decoded:
         w, h = image_wh
-        boxes, labels, skipped = [], [], 0
+        boxes, labels, spans, skipped = [], [], [], 0
         for m in _PALI_OBJ.finditer(text):
             y1, x1, y2, x2 = (int(v) for v in _PALI_LOC.findall(m.group(1)))
             label = m.group(2).strip()
@@ -65,9 +65,10 @@ class PaliGemmaCodec(Codec):
                 continue
             boxes.append([x1 / self.bins * w, y1 / self.bins * h, x2 / self.bins * w, y2 / self.bins * h])
             labels.append(label)
+            spans.append((m.start(), m.start(2) + len(m.group(2).rstrip())))
         n_locs = len(_PALI_LOC.findall(text))
         failed = n_locs != 4 * (len(boxes) + skipped) or (not boxes and text.strip() not in ("", "<eos>"))
-        return finish(boxes, labels, image_wh, failed=failed, skipped=skipped, text=text)
+        return finish(boxes, labels, image_wh, failed=failed, skipped=skipped, text=text, spans=spans)
 
 
 class Florence2Codec(Codec):
@@ -95,12 +96,14 @@ class Florence2Codec(Codec):
 
     def _decode(self, text: str, image_wh: tuple[int, int]) -> Decoded:
         w, h = image_wh
-        text_clean = text.replace("<s>", "").replace("</s>", "").replace("<pad>", "")
+        text_clean, where = _without(text, ("<s>", "</s>", "<pad>"))
         bw, bh = w / self.bins, h / self.bins
-        boxes, labels, skipped = [], [], 0
+        boxes, labels, spans, skipped = [], [], [], 0
         for m in _FLO_OBJ.finditer(text_clean):
             label = m.group(1).strip()
-            locs = [int(v) for v in _FLO_LOC.findall(m.group(2))]
+            label_start = m.start(1) + len(m.group(1)) - len(m.group(1).lstrip())
+            groups = list(_FLO_LOC.finditer(m.group(2)))
+            locs = [int(g.group(1)) for g in groups]
             # Like Florence2PostProcessor: one phrase may carry several boxes (groups of 4 locs).
             for i in range(0, len(locs) - len(locs) % 4, 4):
                 x1, y1, x2, y2 = locs[i : i + 4]
@@ -109,8 +112,24 @@ class Florence2Codec(Codec):
                     continue
                 boxes.append([(x1 + 0.5) * bw, (y1 + 0.5) * bh, (x2 + 0.5) * bw, (y2 + 0.5) * bh])
                 labels.append(label)
+                end = m.start(2) + groups[i + 3].end()
+                spans.append((where[label_start], where[end - 1] + 1))
             skipped += 1 if len(locs) % 4 else 0
         # Every <loc_> must belong to a complete group of four after a label.
         used = 4 * (len(boxes) + skipped)
         failed = len(_FLO_LOC.findall(text_clean)) > used or (not boxes and text_clean.strip() != "")
-        return finish(boxes, labels, image_wh, failed=failed, skipped=skipped, text=text)
+        return finish(boxes, labels, image_wh, failed=failed, skipped=skipped, text=text, spans=spans)
+
+
+def _without(text: str, tokens: tuple[str, ...]) -> tuple[str, list[int]]:
+    """``text`` with every ``tokens`` occurrence removed, and for each kept character its index in ``text``."""
+    kept, where, i = [], [], 0
+    while i < len(text):
+        tok = next((t for t in tokens if text.startswith(t, i)), None)
+        if tok is not None:
+            i += len(tok)
+            continue
+        kept.append(text[i])
+        where.append(i)
+        i += 1
+    return "".join(kept), where

@@ -46,17 +46,18 @@ class Qwen2VLCodec(Codec):
 
     def _decode(self, text: str, image_wh: tuple[int, int]) -> Decoded:
         w, h = image_wh
-        refs = [(m.end(), m.group(1)) for m in _REF.finditer(text)]
-        boxes, labels, skipped = [], [], 0
+        refs = [(m.start(), m.end(), m.group(1)) for m in _REF.finditer(text)]
+        boxes, labels, spans, skipped = [], [], [], 0
         for m in _BOX.finditer(text):
             # the label is the nearest reference before this box
-            before = [label for end, label in refs if end <= m.start()]
+            before = [(start, label) for start, end, label in refs if end <= m.start()]
             if not before:
                 skipped += 1
                 continue
             x1, y1, x2, y2 = (float(v) for v in m.groups())
             boxes.append([x1 / 1000 * w, y1 / 1000 * h, x2 / 1000 * w, y2 / 1000 * h])
-            labels.append(before[-1])
+            labels.append(before[-1][1])
+            spans.append((before[-1][0], m.end()))
         opened = text.count(BOX_START)
         failed = opened != len(boxes) + skipped or (not boxes and text.strip() != "")
-        return finish(boxes, labels, image_wh, failed=failed, skipped=skipped, text=text)
+        return finish(boxes, labels, image_wh, failed=failed, skipped=skipped, text=text, spans=spans)

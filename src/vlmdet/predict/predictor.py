@@ -1,36 +1,45 @@
-"""Batched greedy generation -> decode -> boxes in original pixels.
+"""Batched generation -> decode -> boxes in original pixels, each with a confidence.
 
 The same code serves ``vlmdet eval``, ``vlmdet predict``, the in-training
-``DetectionEvalCallback`` and the before/after report, so every number vlmdet prints comes from
-one prompt builder, one decoding setup and one codec.
+``DetectionEvalCallback``, the before/after report and the RL evaluation, so every number vlmdet
+prints comes from one prompt builder, one decoding setup (:class:`~vlmdet.predict.decoding.Decoding`,
+greedy by default, on record) and one codec.
 
-Batches are built from samples of similar prompt length (fewer pad tokens), padded on the left,
-and generated with the KV cache; the answer is decoded with special tokens kept (Qwen2-VL's box
-tokens are special) and only pad/end tokens stripped.
+Batches are built from samples of similar image size (fewer pad tokens), padded on the left, and
+generated with the KV cache. The answer is cut at the token level — after the prompt (decoder-only)
+or the decoder start (encoder-decoder), up to the first end token — then decoded with special tokens
+kept (Qwen2-VL's box tokens are special). Each box's confidence comes from the log-probabilities of
+the tokens that wrote it (:func:`~vlmdet.predict.decoding.span_confidence`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
+from transformers import LogitsProcessorList
 
 from vlmdet.codecs import Decoded
 from vlmdet.data.sample import Sample
-from vlmdet.rows import TaskSettings
 from vlmdet.models.loading import model_dtype
+from vlmdet.predict.decoding import Decoding, TokenLogprobs, span_confidence, token_char_spans
+from vlmdet.rows import TaskSettings
 
 
 @dataclass
 class Prediction:
-    """One model answer: raw text and what the codec recovered (original pixels)."""
+    """One model answer: raw text, what the codec recovered (original pixels), a confidence per box.
+
+    ``confidences`` is ``None`` when the decoding measured none (sampling or beam search)."""
 
     sample_id: str
     text: str
     decoded: Decoded
+    confidences: list[float] | None = None
 
     @property
     def boxes(self) -> np.ndarray:
@@ -41,11 +50,13 @@ class Prediction:
         return self.decoded.labels
 
 
-def _strip_specials(text: str, tokens: Iterable[str]) -> str:
-    for tok in tokens:
-        if tok:
-            text = text.replace(tok, "")
-    return text.strip()
+@dataclass
+class Answer:
+    """One generated answer: its text, each token's characters in it and log-probability."""
+
+    text: str
+    token_spans: list[tuple[int, int]] = field(default_factory=list)
+    logprobs: list[float] | None = None
 
 
 class Predictor:
@@ -54,22 +65,33 @@ class Predictor:
     Args:
         batch_size: images per ``generate`` call.
         max_new_tokens: answer budget (default: ``settings.max_new_tokens``).
-        images: optional cache ``{sample.id: PIL image}`` to avoid decoding files again.
+        decoding: a :class:`Decoding` or its overrides (``{"num_beams": 3}``); default greedy.
+        confidence: how a box's confidence is made from its tokens' probabilities
+            (:data:`~vlmdet.predict.decoding.CONFIDENCE_KINDS`).
     """
 
-    def __init__(self, model: Any, processor: Any, settings: TaskSettings, batch_size: int = 8, max_new_tokens: int | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        settings: TaskSettings,
+        batch_size: int = 8,
+        max_new_tokens: int | None = None,
+        decoding: Decoding | dict[str, Any] | None = None,
+        confidence: str = "geometric_mean",
+    ) -> None:
         self.model, self.processor, self.settings = model, processor, settings
         self.batch_size = max(1, int(batch_size))
         self.max_new_tokens = int(max_new_tokens or settings.max_new_tokens)
-        tok = getattr(processor, "tokenizer", processor)
-        gen = getattr(model, "generation_config", None)
-        eos = getattr(gen, "eos_token_id", None)
-        eos_ids = [eos] if isinstance(eos, int) else list(eos or [])
-        self._strip = {tok.pad_token, tok.eos_token, *(tok.convert_ids_to_tokens(i) for i in eos_ids)} - {None}
+        self.decoding = decoding if isinstance(decoding, Decoding) else Decoding(decoding)
+        self.confidence = confidence
+        self.tokenizer = getattr(processor, "tokenizer", processor)
         self.layout = settings.family_spec.answer_layout
         self.seq2seq = self.layout == "seq2seq"
-        if self.seq2seq:  # the decoder's answer is framed by <s> ... </s> (Florence-2)
-            self._strip |= {tok.bos_token} - {None}
+        gen = getattr(model, "generation_config", None)
+        eos = getattr(gen, "eos_token_id", None)
+        eos_ids = {eos} if isinstance(eos, int) else set(eos or [])
+        self._end_ids = (eos_ids | {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}) - {None}
 
     def _prompt_text(self, sample: Sample) -> str:
         if self.seq2seq:  # Florence-2: the task prompt goes to the encoder; the processor frames it
@@ -78,20 +100,59 @@ class Predictor:
             return getattr(self.processor, "image_token", "") + self.settings.prompt(sample)
         return self.processor.apply_chat_template(self.settings.prompt_messages(sample), add_generation_prompt=True)
 
+    def _answer_ids(self, row: list[int]) -> tuple[int, list[int]]:
+        """``(start, ids)``: the answer's tokens — after the decoder start and ``<s>`` (encoder-decoder),
+        up to the first end token — and where they start in ``row``."""
+        start = 0
+        if self.seq2seq:
+            start = 1  # the decoder start token (BART: </s>, also an end token)
+            if len(row) > 1 and row[1] == self.tokenizer.bos_token_id:
+                start = 2
+        rest = row[start:]
+        cut = next((i for i, t in enumerate(rest) if t in self._end_ids), len(rest))
+        return start, rest[:cut]
+
     @torch.no_grad()
-    def generate_texts(self, samples: Sequence[Sample], images: Sequence[Any]) -> list[str]:
-        """Raw answers (special tokens kept, pad/eos stripped) for one batch."""
+    def generate_answers(self, samples: Sequence[Sample], images: Sequence[Any]) -> list[Answer]:
+        """Answers for one batch (special tokens kept, end tokens cut), with token log-probabilities."""
         prompts = [self._prompt_text(s) for s in samples]
         imgs = list(images) if self.seq2seq else [[img] for img in images]
         inputs = self.processor(images=imgs, text=prompts, padding=True, padding_side="left", return_tensors="pt")
         device = next(self.model.parameters()).device
         dtype = model_dtype(self.model)
         inputs = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
-        out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False, num_beams=1)
-        new = out if self.seq2seq else out[:, inputs["input_ids"].shape[1] :]  # a decoder-only model echoes the prompt
-        tok = getattr(self.processor, "tokenizer", self.processor)
-        texts = tok.batch_decode(new, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-        return [_strip_specials(t, self._strip) for t in texts]
+        recorder = TokenLogprobs() if self.decoding.greedy else None
+        with self.decoding.applied(self.model, self.max_new_tokens) as config:
+            out = self.model.generate(**inputs, generation_config=config, logits_processor=LogitsProcessorList([recorder] if recorder else []))
+        sequences = out if isinstance(out, torch.Tensor) else out.sequences
+        new = sequences if self.seq2seq else sequences[:, inputs["input_ids"].shape[1] :]  # a decoder-only model echoes the prompt
+        answers = []
+        for b, row in enumerate(new.tolist()):
+            start, ids = self._answer_ids(row)
+            text, spans = token_char_spans(self.tokenizer, ids)
+            logprobs = None
+            if recorder is not None and recorder.logprobs.numel():
+                # generation step k wrote the k-th new token; an encoder-decoder's row starts with the
+                # decoder start token, which no step wrote
+                first = start - 1 if self.seq2seq else start
+                steps = recorder.logprobs[b, first : first + len(ids)].tolist()
+                logprobs = steps if len(steps) == len(ids) else None
+            lead = len(text) - len(text.lstrip())
+            stripped = text.strip()
+            answers.append(Answer(stripped, [(max(0, s - lead), max(0, e - lead)) for s, e in spans], logprobs))
+        return answers
+
+    def generate_texts(self, samples: Sequence[Sample], images: Sequence[Any]) -> list[str]:
+        """Raw answers (special tokens kept, end tokens cut) for one batch."""
+        return [a.text for a in self.generate_answers(samples, images)]
+
+    def _prediction(self, sample: Sample, answer: Answer) -> Prediction:
+        decoded = self.settings.decode(answer.text, sample)
+        confidences = None
+        if answer.logprobs is not None:
+            confidences = [span_confidence(span, answer.token_spans, answer.logprobs, self.confidence) for span in decoded.spans]
+            confidences = [0.0 if math.isnan(c) else c for c in confidences]
+        return Prediction(sample.id, answer.text, decoded, confidences)
 
     def predict(self, samples: Sequence[Sample], images: dict[str, Any] | None = None, progress: bool = False, desc: str = "predict") -> list[Prediction]:
         """Predictions for ``samples``, in their order."""
@@ -109,8 +170,8 @@ class Predictor:
             for batch in batches:
                 bs = [samples[i] for i in batch]
                 imgs = [(images or {}).get(s.id) or s.load_image() for s in bs]
-                for i, s, text in zip(batch, bs, self.generate_texts(bs, imgs)):
-                    results[i] = Prediction(s.id, text, self.settings.decode(text, s))
+                for i, s, answer in zip(batch, bs, self.generate_answers(bs, imgs)):
+                    results[i] = self._prediction(s, answer)
                 if bar is not None:
                     bar.update(len(bs))
         finally:
@@ -122,11 +183,12 @@ class Predictor:
 
 
 def evaluate_predictions(samples: Sequence[Sample], predictions: Sequence[Prediction], settings: TaskSettings):
-    """COCO metrics of ``predictions`` against ``samples`` (same order)."""
+    """The split's :class:`~vlmdet.metrics.DetectionResult` of ``predictions`` against ``samples`` (same
+    order): AP with constant scores, and with the predictions' confidences when they have them."""
     from vlmdet.metrics import DetectionMetrics
 
     grounding = settings.task == "ground" or any(s.phrase for s in samples)
     metrics = DetectionMetrics(None if grounding else settings.classes)
     for s, p in zip(samples, predictions):
-        metrics.update(s.image_wh, s.boxes, s.labels, p.boxes, p.labels, iscrowd=s.iscrowd, parse_failed=p.decoded.failed)
+        metrics.update(s.image_wh, s.boxes, s.labels, p.boxes, p.labels, confidences=p.confidences, iscrowd=s.iscrowd, parse_failed=p.decoded.failed)
     return metrics.compute()

@@ -1,4 +1,5 @@
-"""Before-vs-after report: ``report.json`` + ``report.md`` and a printed side-by-side table."""
+"""Reports: the metrics table (markdown, terminal, HTML) and the before-vs-after report of a training run
+(``report.json``, ``report.md``, ``report.html``)."""
 
 from __future__ import annotations
 
@@ -13,21 +14,39 @@ ROWS = (
     ("mAP50-95", "map", "{:.3f}"),
     ("mAP75", "map75", "{:.3f}"),
     ("AR@100", "ar100", "{:.3f}"),
+    ("mAP50 (ranked by confidence)", "by_score.logprob.map50", "{:.3f}"),
+    ("mAP50-95 (ranked by confidence)", "by_score.logprob.map", "{:.3f}"),
+    ("F1@0.5", "f1_50", "{:.3f}"),
+    ("F1@0.95", "f1_95", "{:.3f}"),
     ("mean IoU (matched)", "mean_iou", "{:.3f}"),
+    ("duplicate rate", "duplicate_rate", "{:.1%}"),
+    ("hallucinated labels", "hallucinated_rate", "{:.1%}"),
+    ("count error / image", "count_error", "{:.2f}"),
     ("parse failures", "parse_failure_rate", "{:.1%}"),
     ("predictions / image", "preds_per_image", "{:.2f}"),
 )
 
 
+def _get(result: dict[str, Any] | None, key: str) -> Any:
+    node: Any = result
+    for part in key.split("."):
+        if not isinstance(node, dict) or node.get(part) is None:
+            return None
+        node = node[part]
+    return node
+
+
 def _fmt(result: dict[str, Any] | None, key: str, fmt: str) -> str:
-    if result is None or result.get(key) is None:
+    v = _get(result, key)
+    if v is None:
         return "—"
-    v = result[key]
     return "n/a" if v == -1 else fmt.format(v)
 
 
 def comparison_rows(columns: dict[str, dict[str, Any] | None]) -> list[list[str]]:
-    rows = [[label] + [_fmt(r, key, fmt) for r in columns.values()] for label, key, fmt in ROWS]
+    """One row per figure any column has (a figure no column has, e.g. confidence-ranked AP from a
+    model run without confidences, is left out)."""
+    rows = [[label] + [_fmt(r, key, fmt) for r in columns.values()] for label, key, fmt in ROWS if any(_get(r, key) is not None for r in columns.values())]
     if any(r and r.get("acc50", -1) >= 0 for r in columns.values()):
         rows.append(["Acc@0.5 (grounding)"] + [_fmt(r, "acc50", "{:.3f}") for r in columns.values()])
     return rows
@@ -53,27 +72,45 @@ def print_table(columns: dict[str, dict[str, Any] | None], title: str) -> None:
     Console().print(table)
 
 
-def write_report(out_dir: str | Path, before: DetectionResult | dict | None, after: DetectionResult | dict | None, meta: dict[str, Any]) -> Path:
-    """Write ``report.json`` and ``report.md`` comparing the base model with the fine-tuned one."""
+def verdict(before: dict[str, Any] | None, after: dict[str, Any] | None) -> str | None:
+    """One line: is the fine-tuned model better than the base on mAP50 (None when undefined)."""
+    if not (after and before and after.get("map50", -1) >= 0 and before.get("map50", -1) >= 0):
+        return None
+    word = "better" if after["map50"] > before["map50"] else "NOT better"
+    return f"Verdict: the fine-tuned model is {word} than the base on mAP50 ({before['map50']:.3f} -> {after['map50']:.3f})."
+
+
+def decoding_note(meta: dict[str, Any]) -> str:
+    dec = meta.get("decoding") or {}
+    over = dec.get("overrides") or {}
+    how = "greedy decoding" if dec.get("greedy", True) else "non-greedy decoding"
+    return (f"Both models answer with the same {how}" + (f" (overrides: {json.dumps(over)})" if over else ", every penalty and n-gram ban off")
+            + f"; box confidences: {meta.get('confidence', 'geometric_mean')} of the box's token probabilities.")
+
+
+def write_report(out_dir: str | Path, before: DetectionResult | dict | None, after: DetectionResult | dict | None, meta: dict[str, Any],
+                 gallery: Any = (), log_history: Any = None) -> Path:
+    """Write ``report.json``, ``report.md`` and ``report.html`` comparing the base model with the fine-tuned one."""
+    from vlmdet.report.html import write_html
+
     out = Path(out_dir)
     b = before.to_dict() if isinstance(before, DetectionResult) else before
     a = after.to_dict() if isinstance(after, DetectionResult) else after
     (out / "report.json").write_text(json.dumps({"before": b, "after": a, **meta}, indent=2, default=str))
-    columns = {"base model (before)": b, "fine-tuned (after)": a}
+    columns = {meta.get("before_name", "base model (before)"): b, meta.get("after_name", "fine-tuned (after)"): a}
+    line = verdict(b, a)
     lines = [
         f"# vlmdet report: {meta.get('model', '')}",
         "",
-        f"Eval split `{meta.get('eval_split', '')}` of `{meta.get('data', '')}`: {meta.get('eval_images', '?')} images, "
-        f"same prompts and greedy decoding for both models.",
+        f"Eval split `{meta.get('eval_split', '')}` of `{meta.get('data', '')}`: {meta.get('eval_images', '?')} images. {decoding_note(meta)}",
         "",
         markdown_table(columns),
         "",
-        "Scores: every predicted box has score 1.0 (VLMs emit no confidence), so AP is measured at the "
-        "single operating point the model gives, with boxes ranked in the order the model listed them.",
+        "Scores: mAP50 etc. give every box score 1.0 and keep the order the model listed its boxes (the one operating "
+        "point a user gets); the rows ranked by confidence use each box's confidence from its token probabilities.",
     ]
-    if a and b and a.get("map50", -1) >= 0 and b.get("map50", -1) >= 0:
-        verdict = "better" if a["map50"] > b["map50"] else "NOT better"
-        lines += ["", f"**Verdict:** the fine-tuned model is {verdict} than the base on mAP50 ({b['map50']:.3f} -> {a['map50']:.3f})."]
+    if line:
+        lines += ["", f"**{line.split(': ', 1)[0]}:** {line.split(': ', 1)[1]}"]
     if meta.get("train_seconds") is not None:
         lines += ["", f"Training: {meta.get('steps')} steps in {meta['train_seconds']:.0f} s."]
     per_class = (a or {}).get("per_class_ap") or {}
@@ -82,4 +119,6 @@ def write_report(out_dir: str | Path, before: DetectionResult | dict | None, aft
         lines += [f"| {k} | {'n/a' if v == -1 else f'{v:.3f}'} |" for k, v in per_class.items()]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
+    write_html(out / "report.html", f"vlmdet report: {meta.get('model', '')}", columns, gallery=gallery, log_history=log_history,
+               settings={k: v for k, v in meta.items() if k not in ("grad_problems",)}, notes=[x for x in (line,) if x])
     return path

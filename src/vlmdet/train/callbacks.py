@@ -151,9 +151,11 @@ class DetectionEvalCallback(TrainerCallback):
         images: optional ``{sample.id: PIL image}`` cache.
     """
 
-    def __init__(self, samples: Sequence[Any], settings: Any, processor: Any = None, batch_size: int = 16, images: dict[str, Any] | None = None, trainer: Any = None) -> None:
+    def __init__(self, samples: Sequence[Any], settings: Any, processor: Any = None, batch_size: int = 16, images: dict[str, Any] | None = None,
+                 trainer: Any = None, decoding: Any = None, confidence: str = "geometric_mean") -> None:
         self.samples, self.settings, self.processor = list(samples), settings, processor
         self.batch_size, self.images, self.trainer = batch_size, images, trainer
+        self.decoding, self.confidence = decoding, confidence
         self.history: list[dict[str, float]] = []
         self._t0: float | None = None
 
@@ -165,16 +167,21 @@ class DetectionEvalCallback(TrainerCallback):
         from vlmdet.predict import Predictor, evaluate_predictions
 
         t0 = time.perf_counter()
-        preds = Predictor(model, processor, self.settings, batch_size=self.batch_size).predict(self.samples, images=self.images)
+        preds = Predictor(model, processor, self.settings, batch_size=self.batch_size, decoding=self.decoding, confidence=self.confidence).predict(self.samples, images=self.images)
         r = evaluate_predictions(self.samples, preds, self.settings)
-        return {
+        out = {
             "eval_map50": r.map50,
             "eval_map": r.map,
+            "eval_f1_50": r.f1_50,
             "eval_mean_iou": r.mean_iou,
+            "eval_duplicate_rate": r.duplicate_rate,
             "eval_parse_failure_rate": r.parse_failure_rate,
             "eval_preds_per_image": r.preds_per_image,
             "eval_detection_seconds": time.perf_counter() - t0,
         }
+        if "logprob" in r.by_score:
+            out["eval_map50_logprob"] = r.by_score["logprob"]["map50"]
+        return out
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._t0 = time.perf_counter()
@@ -205,6 +212,7 @@ class ConsoleCallback(TrainerCallback):
         ("mean_token_accuracy", "tok-acc {:.3f}"),
         ("eval_loss", "eval_loss {:.4f}"),
         ("eval_map50", "mAP50 {:.3f}"),
+        ("eval_f1_50", "F1@.5 {:.3f}"),
         ("eval_map", "mAP {:.3f}"),
         ("eval_mean_iou", "IoU {:.3f}"),
         ("eval_parse_failure_rate", "parse-fail {:.0%}"),

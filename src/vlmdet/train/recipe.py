@@ -45,7 +45,9 @@ def train(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> TrainRe
 
     from vlmdet.models.loading import model_dtype
     from vlmdet.predict import Predictor, evaluate_predictions
+    from vlmdet.predict.decoding import Decoding
     from vlmdet.report import print_table, write_report
+    from vlmdet.report.html import gallery_items
     from vlmdet.rows import RowSource
     from vlmdet.run import prepare_run
     from vlmdet.train.callbacks import ConsoleCallback, DetectionEvalCallback, GradNormCallback, quiet_progress
@@ -80,7 +82,9 @@ def train(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> TrainRe
     collator = DetectionCollator(processor, max_length=getattr(sft_config, "max_length", None), dtype=model_dtype(model),
                                  completion_only=cfg.labels == "completion", layout=layout)
     grad_cb = GradNormCallback(family, patience=cfg.grad_check_steps, stop_on_failure=cfg.stop_on_bad_grads)
-    det_cb = DetectionEvalCallback(det_samples, settings, processor, batch_size=cfg.eval.batch_size, images=det_images)
+    decoding = Decoding(cfg.generation)  # one decoding for before, after and every evaluation in between
+    det_cb = DetectionEvalCallback(det_samples, settings, processor, batch_size=cfg.eval.batch_size, images=det_images, decoding=decoding,
+                                   confidence=cfg.eval.confidence)
     trainer_cls = DetectionSeq2SeqTrainer if layout == "seq2seq" else DetectionSFTTrainer
     trainer = trainer_cls(
         model=model,
@@ -99,12 +103,15 @@ def train(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> TrainRe
 
     # 3. before
     before = None
+    columns: dict[str, Any] = {}  # predictions per report column, for the gallery
     before_path = out / BEFORE_FILE
     if run.resume_from and before_path.is_file():
         before = json.loads(before_path.read_text())
     elif cfg.eval.before and det_samples:
         log(f"scoring the base model on {len(det_samples)} eval images (before)")
-        preds = Predictor(trainer.model, processor, settings, batch_size=cfg.eval.batch_size).predict(det_samples, det_images, progress=True, desc="before")
+        preds = Predictor(trainer.model, processor, settings, batch_size=cfg.eval.batch_size, decoding=decoding, confidence=cfg.eval.confidence).predict(
+            det_samples, det_images, progress=True, desc="before")
+        columns["base model (before)"] = preds
         before = evaluate_predictions(det_samples, preds, settings).to_dict()
         before_path.write_text(json.dumps(before, indent=2))
 
@@ -121,7 +128,9 @@ def train(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> TrainRe
     settings.save(out)
     after = None
     if cfg.eval.after and det_samples:
-        preds = Predictor(trainer.model, processor, settings, batch_size=cfg.eval.batch_size).predict(det_samples, det_images, progress=True, desc="after")
+        preds = Predictor(trainer.model, processor, settings, batch_size=cfg.eval.batch_size, decoding=decoding, confidence=cfg.eval.confidence).predict(
+            det_samples, det_images, progress=True, desc="after")
+        columns["fine-tuned (after)"] = preds
         after = evaluate_predictions(det_samples, preds, settings).to_dict()
     meta = {
         "model": run.model_src,
@@ -134,9 +143,11 @@ def train(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> TrainRe
         "finetune": cfg.finetune,
         "trainable": counts,
         "grad_problems": grad_cb.problems,
+        "decoding": decoding.record(),
+        "confidence": cfg.eval.confidence,
     }
     if before is not None or after is not None:
-        write_report(out, before, after, meta)
+        write_report(out, before, after, meta, gallery=gallery_items(det_samples, columns), log_history=trainer.state.log_history)
         print_table({"base model (before)": before, "fine-tuned (after)": after}, title=f"{family.name} on {cfg.eval_split} ({len(det_samples)} images)")
     run.folder.finish(trainer.state.global_step)
     log(f"saved model, processor and vlmdet.json to {out} ({trainer.state.global_step} steps, {train_seconds:.0f} s)")
