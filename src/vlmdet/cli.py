@@ -86,6 +86,24 @@ def _generation(items: list[str] | None) -> dict:
     return dict(parse_overrides([i if "=" in i else f"{i}=" for i in items or []]))
 
 
+def _cmd_rl(args: argparse.Namespace, extra: list[str]) -> int:
+    from vlmdet.train.rl import rl, rl_demo
+    from vlmdet.train.rl_config import load_config
+
+    config = args.config
+    if config is None and not extra:
+        print("[vlmdet] no settings: running the offline RL demo (--config demo): GRPO from the SFT demo's model", flush=True)
+        return rl_demo(_run_control(args))
+    cfg = load_config(config, extra + _run_control(args))
+    try:
+        result = rl(cfg)
+    except KeyboardInterrupt:
+        return _interrupted(cfg, "rl", config, extra + _run_control(args))
+    if result.after and result.before and result.after.get("map50", 0) <= result.before.get("map50", 0):
+        print("[vlmdet] WARNING: after GRPO the model is not better than the starting checkpoint on mAP50", file=sys.stderr)
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from vlmdet.evaluate import run_eval
 
@@ -162,6 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last checkpoint (same settings, same data)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished or unfinished run in output_dir")
     p.set_defaults(func=_cmd_train, wants_extra=True)
+
+    p = sub.add_parser(
+        "rl",
+        help="reinforcement learning with detection rewards (TRL GRPO) from a fine-tuned checkpoint (no arguments: the offline RL demo)",
+        description="GRPO with vlmdet's detection rewards. Settings: --config FILE.yaml plus key=value overrides (any vlmdet setting, "
+        "any GRPOConfig field, e.g. num_generations=8 or grpo.learning_rate=1e-5; rewards.f1=1.0 ...). With no arguments, runs the RL demo.",
+    )
+    p.add_argument("--config", default=None, help="YAML config (see configs/rl_demo.yaml); 'demo' is the RL demo's")
+    p.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last checkpoint (same settings, same data)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished or unfinished run in output_dir")
+    p.set_defaults(func=_cmd_rl, wants_extra=True)
 
     p = sub.add_parser("eval", help="score a model on a dataset split: COCO mAP, IoU, parse failures, report + images")
     p.add_argument("--model", required=True, help="trained vlmdet folder, adapter folder, base model folder or hub id")

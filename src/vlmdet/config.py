@@ -109,6 +109,7 @@ class RunConfig:
     # (never larger), up to cache_max_mb in all; images beyond the budget are decoded on access.
     cache_images: bool = True
     cache_max_mb: int = 2048
+    max_seconds: float | None = None  # stop training after this many seconds of it (then save and report as usual)
     grad_check_steps: int = 3  # warn when a trainable group gets zero/non-finite grads this many steps running
     stop_on_bad_grads: bool = False
     output_dir: str = "runs/train"

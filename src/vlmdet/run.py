@@ -339,9 +339,13 @@ class Run:
         return list(self.settings.classes)
 
 
-def prepare_run(cfg: RunConfig, command: str = "vlmdet train", load_weights: bool = True, training: bool = True) -> Run:
+def prepare_run(cfg: RunConfig, command: str = "vlmdet train", load_weights: bool = True, training: bool = True, merge_adapters: bool = False) -> Run:
     """Prepare ``cfg`` (see the module docstring). ``training=False`` (``doctor``) skips the folder's
-    run state and resume; ``load_weights=False`` loads only the processor and family."""
+    run state and resume; ``load_weights=False`` loads only the processor and family;
+    ``merge_adapters`` merges a LoRA starting checkpoint into its base (to train on from it).
+
+    A starting checkpoint written by vlmdet (``vlmdet.json``) keeps the task and classes it was
+    trained with — the prompts it learned — unless the config names other classes."""
     from vlmdet.models.loading import load_model, load_processor
 
     out = Path(cfg.output_dir)
@@ -359,11 +363,14 @@ def prepare_run(cfg: RunConfig, command: str = "vlmdet train", load_weights: boo
     src = model_source(cfg, out)
     model = None
     if load_weights:
-        model, processor, family = load_model(src, cfg.family, quantize_4bit=cfg.finetune == "qlora", max_pixels=cfg.max_pixels)
+        model, processor, family = load_model(src, cfg.family, quantize_4bit=cfg.finetune == "qlora", max_pixels=cfg.max_pixels, merge=merge_adapters)
     else:
         processor, family = load_processor(src, cfg.family, max_pixels=cfg.max_pixels)
 
-    classes = list(cfg.classes or train.classes)
+    saved = TaskSettings.load(src) if Path(src).is_dir() else None
+    classes = list(cfg.classes or (saved.classes if saved and saved.classes else train.classes))
+    if saved and saved.task != cfg.task:
+        log(f"WARNING: {src} was trained for task {saved.task}; this run asks for {cfg.task}")
     target_space = getattr(cfg, "target_space", "model")
     settings = TaskSettings.for_model(family.name, processor, task=cfg.task, classes=classes, target_space=target_space)
     settings.check()

@@ -240,8 +240,8 @@ def check_gradients(ctx: DoctorContext) -> CheckResult:
     counts = trainable_summary(model, ctx.family)
     if cfg.finetune in ("lora", "qlora") and counts["adapters"] == 0:
         return CheckResult("gradients", False, "LoRA run but no adapter parameter is trainable", [f"trainable: {counts}"], "the adapters are frozen", "do not freeze lora_ parameters; let get_peft_model mark them trainable")
-    gc = cfg.sft.get("gradient_checkpointing", True)
-    gc_kwargs = cfg.sft.get("gradient_checkpointing_kwargs") or {"use_reentrant": False}
+    gc = cfg.trainer_args.get("gradient_checkpointing", True)
+    gc_kwargs = cfg.trainer_args.get("gradient_checkpointing_kwargs") or {"use_reentrant": False}
     frozen = [n for n, p in model.named_parameters() if "lora_" in n and not p.requires_grad]
     if frozen:
         return CheckResult(
@@ -306,7 +306,7 @@ def check_overfit(ctx: DoctorContext, max_steps: int | None = None, check_every:
     samples, same_size = overfit_pair(ctx)
     batch = _collator(ctx, model)(_rows(ctx, samples))
     # A bit above the run's own rate: memorising one batch should be easy at the rate the run uses.
-    lr = lr or float(ctx.cfg.sft.get("learning_rate", 2e-4)) * 2.5
+    lr = lr or float(ctx.cfg.trainer_args.get("learning_rate", 2e-4)) * 2.5
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr)
     losses: list[float] = []

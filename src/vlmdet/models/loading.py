@@ -145,13 +145,15 @@ def load_model(
     dtype: torch.dtype | None = None,
     quantize_4bit: bool = False,
     max_pixels: int | None = None,
+    merge: bool = False,
     **kwargs: Any,
 ):
     """``(model, processor, family)`` from a local dir or hub id, through the same ``from_pretrained`` path.
 
     A PEFT adapter folder loads its base model (see :func:`adapter_base`) with the adapter on top;
-    its family is read from the base model's config. ``max_pixels`` overrides the processor's image
-    budget (see :func:`set_max_pixels`)."""
+    its family is read from the base model's config. With ``merge`` the adapter is merged into the
+    base weights (PEFT's ``merge_and_unload``): a plain model, e.g. to train further or export.
+    ``max_pixels`` overrides the processor's image budget (see :func:`set_max_pixels`)."""
     import transformers
 
     src = check_model_source(model_id)
@@ -173,6 +175,10 @@ def load_model(
     auto = getattr(transformers, fam.auto_class)
     if base is None:
         model = auto.from_pretrained(src, **load_kwargs)
+    elif merge:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(auto.from_pretrained(base, **load_kwargs), src).merge_and_unload()
     else:
         model = auto.from_pretrained(base, **load_kwargs)
         model.load_adapter(src)

@@ -45,7 +45,6 @@ GREEDY: dict[str, Any] = {
     "length_penalty": 1.0,
     "no_repeat_ngram_size": 0,
     "encoder_no_repeat_ngram_size": 0,
-    "min_length": 0,
     "min_new_tokens": 0,
     "num_return_sequences": 1,
     "renormalize_logits": False,

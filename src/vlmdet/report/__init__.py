@@ -72,12 +72,12 @@ def print_table(columns: dict[str, dict[str, Any] | None], title: str) -> None:
     Console().print(table)
 
 
-def verdict(before: dict[str, Any] | None, after: dict[str, Any] | None) -> str | None:
-    """One line: is the fine-tuned model better than the base on mAP50 (None when undefined)."""
+def verdict(before: dict[str, Any] | None, after: dict[str, Any] | None, names: tuple[str, str] = ("the fine-tuned model", "the base")) -> str | None:
+    """One line: is the trained model better than where it started on mAP50 (None when undefined)."""
     if not (after and before and after.get("map50", -1) >= 0 and before.get("map50", -1) >= 0):
         return None
     word = "better" if after["map50"] > before["map50"] else "NOT better"
-    return f"Verdict: the fine-tuned model is {word} than the base on mAP50 ({before['map50']:.3f} -> {after['map50']:.3f})."
+    return f"Verdict: {names[0]} is {word} than {names[1]} on mAP50 ({before['map50']:.3f} -> {after['map50']:.3f})."
 
 
 def decoding_note(meta: dict[str, Any]) -> str:
@@ -98,7 +98,7 @@ def write_report(out_dir: str | Path, before: DetectionResult | dict | None, aft
     a = after.to_dict() if isinstance(after, DetectionResult) else after
     (out / "report.json").write_text(json.dumps({"before": b, "after": a, **meta}, indent=2, default=str))
     columns = {meta.get("before_name", "base model (before)"): b, meta.get("after_name", "fine-tuned (after)"): a}
-    line = verdict(b, a)
+    line = verdict(b, a, tuple(meta.get("verdict_names") or ("the fine-tuned model", "the base")))
     lines = [
         f"# vlmdet report: {meta.get('model', '')}",
         "",

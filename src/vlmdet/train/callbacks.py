@@ -152,10 +152,10 @@ class DetectionEvalCallback(TrainerCallback):
     """
 
     def __init__(self, samples: Sequence[Any], settings: Any, processor: Any = None, batch_size: int = 16, images: dict[str, Any] | None = None,
-                 trainer: Any = None, decoding: Any = None, confidence: str = "geometric_mean") -> None:
+                 trainer: Any = None, decoding: Any = None, confidence: str = "geometric_mean", every: int | None = None) -> None:
         self.samples, self.settings, self.processor = list(samples), settings, processor
         self.batch_size, self.images, self.trainer = batch_size, images, trainer
-        self.decoding, self.confidence = decoding, confidence
+        self.decoding, self.confidence, self.every = decoding, confidence, every
         self.history: list[dict[str, float]] = []
         self._t0: float | None = None
 
@@ -186,20 +186,36 @@ class DetectionEvalCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self._t0 = time.perf_counter()
 
+    def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
+        # Trainers that run no evaluation loop of their own (GRPO): every ``every`` steps, and at the end.
+        # The entry goes straight to log_history: a trainer's log() may fold its pending training
+        # metrics into whatever is logged (TRL's GRPOTrainer does), which would steal the step's entry.
+        if self.every and (state.global_step % self.every == 0 or state.global_step == state.max_steps):
+            det = self._score(state, model, processing_class)
+            if det:
+                state.log_history.append({**det, "step": state.global_step})
+                print(f"[vlmdet] step {state.global_step:>5} | " + " | ".join(f"{k[5:]} {v:.3f}" for k, v in det.items() if k in ("eval_map50", "eval_f1_50", "eval_mean_iou")), flush=True)
+
     def on_evaluate(self, args, state, control, model=None, processing_class=None, metrics=None, **kwargs):
-        processor = self.processor or processing_class
-        if model is None or processor is None or not self.samples:
+        det = self._score(state, model, processing_class)
+        if not det:
             return
-        elapsed = time.perf_counter() - self._t0 if self._t0 is not None else float("nan")
-        det = self.evaluate(model, processor)
-        det["eval_wall_seconds"] = elapsed  # since train start, before this evaluation
-        self.history.append({"step": state.global_step, **det})
         if metrics is not None:
             metrics.update(det)
         if self.trainer is not None:
             self.trainer.log(det)
         else:
             state.log_history.append({**det, "step": state.global_step})
+
+    def _score(self, state, model, processing_class) -> dict[str, float] | None:
+        processor = self.processor or processing_class
+        if model is None or processor is None or not self.samples:
+            return None
+        elapsed = time.perf_counter() - self._t0 if self._t0 is not None else float("nan")
+        det = self.evaluate(model, processor)
+        det["eval_wall_seconds"] = elapsed  # since train start, before this evaluation
+        self.history.append({"step": state.global_step, **det})
+        return det
 
 
 class ConsoleCallback(TrainerCallback):
@@ -238,6 +254,23 @@ class ConsoleCallback(TrainerCallback):
             parts.append("|g| by group: " + ", ".join(groups))
         if parts:
             self.printer(f"[vlmdet] step {state.global_step:>5} | {time.perf_counter() - self._t0:6.0f}s | " + " | ".join(parts))
+
+
+class TimeLimitCallback(TrainerCallback):
+    """Stops training once ``seconds`` of it have passed (``max_seconds``); the Trainer then saves and
+    vlmdet reports as after any last step. For comparisons at equal wall time."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self._t0 = float(seconds), None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._t0 is not None and time.perf_counter() - self._t0 >= self.seconds:
+            control.should_training_stop = True
+            control.should_save = True
+        return control
 
 
 def quiet_progress(trainer: Any) -> None:

@@ -81,13 +81,13 @@ def setup_trainable(model: torch.nn.Module, family: Family, cfg: Any) -> torch.n
     """Apply ``cfg.finetune`` (lora | qlora | full) and the freeze options; return the model to train.
 
     ``cfg`` needs: finetune, freeze_vision, freeze_projector, lora_vision, lora (dict of LoraConfig
-    fields), sft (dict; gradient checkpointing settings).
+    fields) and the trainer section (``cfg.trainer_args``: gradient checkpointing settings).
     """
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    sft = cfg.sft
-    gc = sft.get("gradient_checkpointing", True)
-    gc_kwargs = sft.get("gradient_checkpointing_kwargs") or {"use_reentrant": False}
+    args = cfg.trainer_args
+    gc = args.get("gradient_checkpointing", True)
+    gc_kwargs = args.get("gradient_checkpointing_kwargs") or {"use_reentrant": False}
     if cfg.finetune == "full":
         for name, p in model.named_parameters():
             group = param_group(name, family)

@@ -32,11 +32,14 @@ class TrainResult:
 
 
 def image_cache(cfg: Any, processor: Any):
-    """The run's training-image cache: images shrunk to the model's input size, ``cache_max_mb`` in all."""
+    """The run's training-image cache: images shrunk to the model's input size, ``cache_max_mb`` in
+    all; ``None`` (decode every time, at full size) with ``cache_images=false``."""
     from vlmdet.data.cache import ImageCache
     from vlmdet.models.processing import shrink_for_model
 
-    return ImageCache(cfg.cache_max_mb * 2**20 if cfg.cache_images else 0, reduce=lambda image: shrink_for_model(image, processor))
+    if not cfg.cache_images:
+        return None
+    return ImageCache(cfg.cache_max_mb * 2**20, reduce=lambda image: shrink_for_model(image, processor))
 
 
 def train(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> TrainResult:
@@ -50,7 +53,7 @@ def train(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> TrainRe
     from vlmdet.report.html import gallery_items
     from vlmdet.rows import RowSource
     from vlmdet.run import prepare_run
-    from vlmdet.train.callbacks import ConsoleCallback, DetectionEvalCallback, GradNormCallback, quiet_progress
+    from vlmdet.train.callbacks import ConsoleCallback, DetectionEvalCallback, GradNormCallback, TimeLimitCallback, quiet_progress
     from vlmdet.train.collator import DetectionCollator
     from vlmdet.train.model import setup_trainable, trainable_summary
     from vlmdet.train.trainer import DetectionSeq2SeqTrainer, DetectionSFTTrainer
@@ -93,7 +96,7 @@ def train(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> TrainRe
         eval_dataset=eval_rows.dataset() if eval_rows is not None else None,
         processing_class=processor,
         data_collator=collator,
-        callbacks=[grad_cb, det_cb, ConsoleCallback(), *(extra_callbacks or [])],
+        callbacks=[grad_cb, det_cb, ConsoleCallback(), *([TimeLimitCallback(cfg.max_seconds)] if cfg.max_seconds else []), *(extra_callbacks or [])],
         family=family,
         group_lrs={"vision": cfg.lr_vision, "projector": cfg.lr_projector, "language": cfg.lr_language},
     )

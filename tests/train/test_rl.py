@@ -1,0 +1,95 @@
+"""`vlmdet rl` (TRL GRPO + vlmdet's detection rewards): every decoder-only family, the reward seen by
+each completion, resume after SIGKILL, Florence-2 refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from transformers import AutoProcessor
+
+from vlmdet.cli import main
+from vlmdet.data.readers import open_dataset
+from vlmdet.rows import TaskSettings
+from vlmdet.run import RunFolder
+
+FAST_RL = ["num_generations=4", "per_device_train_batch_size=8", "gradient_checkpointing=false", "learning_rate=1e-4", "logging_steps=1",
+           "eval.max_samples=4", "eval.batch_size=4", "eval.max_new_tokens=16", "max_completion_length=48"]
+
+
+def _rl_args(model, data, out, *extra):
+    return [f"model={model}", f"data={data}", f"output_dir={out}", "max_steps=2", "save_steps=1000", *FAST_RL, *extra]
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "smolvlm", "paligemma"])
+def test_two_grpo_steps_per_decoder_only_family(family, tiny_model_dir, synth_dir, tmp_path):
+    out = tmp_path / "rl"
+    assert main(["rl", *_rl_args(tiny_model_dir(family), synth_dir, out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["method"] == "grpo" and report["steps"] == 2 and report["before"] is not None and report["after"] is not None
+    steps = report["seconds_per_step"]
+    assert steps["time/generation_s"] > 0 and steps["time/update_s"] > 0
+    assert json.loads((out / "vlmdet.json").read_text())["family"] == family
+    assert "after GRPO" in (out / "report.md").read_text() and (out / "report.html").is_file()
+
+
+def test_florence2_is_refused_with_the_reason(tiny_model_dir, synth_dir, tmp_path, capsys):
+    assert main(["rl", *_rl_args(tiny_model_dir("florence2"), synth_dir, tmp_path / "rl")]) == 2
+    assert "florence2 is an encoder-decoder" in capsys.readouterr().err
+
+
+def test_each_completion_is_rewarded_against_its_own_sample(answers, tiny_model_dir, synth_dir, tmp_path, monkeypatch):
+    """Every image answers its own perfect target (tests/answering.py), prompts of several lengths
+    left-padded in one batch, in groups: any shuffle of completions against samples costs F1."""
+    from vlmdet.train.rl import rl
+    from vlmdet.train.rl_config import load_config
+    from vlmdet.train.trainer import DetectionGRPOTrainer
+
+    monkeypatch.setattr(DetectionGRPOTrainer, "save_model", lambda self, *a, **k: None)  # the stand-in model is no PreTrainedModel
+
+    model = tiny_model_dir("qwen2_5_vl")
+    train = open_dataset(synth_dir, "train")
+    settings = TaskSettings.for_model("qwen2_5_vl", AutoProcessor.from_pretrained(model), classes=train.classes)
+    with_boxes = [s for s in train if len(s.targets[1])]
+    assert len({settings.target(s) for s in with_boxes}) == len(with_boxes)  # every image with boxes has its own answer
+    answers.register(model, train.samples, settings.target)
+    cfg = load_config(None, _rl_args(model, synth_dir, tmp_path / "rl", "task=detect_named", "max_steps=3", "eval.before=false",
+                                     "eval.after=false", "eval_split=", "learning_rate=0", "per_device_train_batch_size=12", "num_generations=4", "save_strategy=no", "max_completion_length=256",
+                                     "cache_images=false"))  # the answering model knows the images as read from disk
+    result = rl(cfg)
+    logged = [e for e in result.log_history if "rewards/f1/mean" in e]
+    assert len(logged) == 3
+    for e in logged:  # 3 different images per step, 4 answers each: all perfect when paired right
+        assert e["rewards/f1/mean"] == 1.0 and e["rewards/format/mean"] == 1.0 and e["rewards/count/mean"] == 0.0
+        assert e["rewards/duplicates/mean"] == 0.0 and e["rewards/soft_iou/mean"] > 0.95
+    # the prompts TRL rendered differ per image (detect_named names each image's classes): several lengths, left-padded
+    prompts = [p for call in answers.loaded[-1].calls for p in call["prompts"]]
+    assert len({len(p) for p in prompts}) > 1
+
+
+def test_a_killed_rl_run_resumes_from_its_last_checkpoint(tiny_model_dir, synth_dir, tmp_path):
+    out = tmp_path / "rl"
+    args = _rl_args(tiny_model_dir("qwen2_5_vl"), synth_dir, out, "max_steps=12", "save_steps=4", "eval.before=false", "eval.after=false", "eval_split=")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "vlmdet", "rl", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while RunFolder(out).last_checkpoint() is None:
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.time() < deadline, "no checkpoint within 5 minutes"
+        time.sleep(0.2)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    last = RunFolder(out).last_checkpoint()
+    assert last is not None and int(last.name.split("-")[1]) < 12
+    done = subprocess.run([sys.executable, "-m", "vlmdet", "rl", *args, "--resume"], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"resuming from {last}" in done.stdout
+    assert json.loads((out / "checkpoint-12" / "trainer_state.json").read_text())["global_step"] == 12
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
