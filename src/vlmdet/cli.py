@@ -135,8 +135,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_doctor(args: argparse.Namespace, extra: list[str]) -> int:
     from vlmdet.doctor import run_doctor
-    from vlmdet.train.config import load_config
 
+    if args.rl:
+        from vlmdet.train.rl_config import load_config
+    else:
+        from vlmdet.train.config import load_config
     cfg = load_config(args.config or ("demo" if not extra else None), extra)
     results = run_doctor(cfg, out_dir=args.out, checks=args.checks.split(",") if args.checks else None, overfit_steps=args.overfit_steps)
     failed = [r.name for r in results if not r.ok]
@@ -223,10 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     _decoding_args(p)
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("doctor", help="check labels, coordinates, gradients and overfitting for a train config")
+    p = sub.add_parser("doctor", help="check labels, coordinates, gradients and overfitting for a train config (--rl: the rewards of an rl config)")
     p.add_argument("--config", default=None, help="the train config (default with no overrides: the demo's, --config demo)")
     p.add_argument("--out", default=None, help="where to write the HTML/PNG evidence (default: <output_dir>/doctor)")
-    p.add_argument("--checks", default=None, help="comma-separated subset of labels,coordinates,gradients,overfit")
+    p.add_argument("--checks", default=None, help="comma-separated subset of labels,coordinates,gradients,overfit,rewards")
+    p.add_argument("--rl", action="store_true", help="the config is a `vlmdet rl` one: checks coordinates, gradients and the rewards")
     p.add_argument("--overfit-steps", type=int, default=300, help="most steps the overfit check trains its two images (checked every 50)")
     p.set_defaults(func=_cmd_doctor, wants_extra=True)
 

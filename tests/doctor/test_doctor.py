@@ -94,3 +94,13 @@ def test_an_image_the_model_ignores_fails_the_overfit_check(tmp_path, tiny_model
 def test_an_unknown_check_is_a_clear_error(tmp_path, tiny_model_dir, synth_dir, capsys):
     code = main(["doctor", f"model={tiny_model_dir('qwen2_5_vl')}", f"data={synth_dir}", f"output_dir={tmp_path}", "--checks", "labels,speling"])
     assert code == 2 and "unknown doctor check(s) speling" in capsys.readouterr().err
+
+
+def test_the_rl_reward_check_passes_and_fails_through_the_cli(tmp_path, tiny_model_dir, synth_dir, capsys):
+    args = ["doctor", "--rl", f"model={tiny_model_dir('qwen2_5_vl')}", f"data={synth_dir}", f"output_dir={tmp_path}", "--checks", "rewards"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "[PASS] rewards: the ground truth scores highest and the empty answer lowest" in out
+    assert main([*args, "rewards.f1=-1"]) == 1  # a weight that rewards missing the objects
+    out = capsys.readouterr().out
+    assert "[FAIL] rewards" in out and "scores" in out and "keep every reward weight >= 0" in out

@@ -1,4 +1,4 @@
-"""The four doctor checks, each with a verdict, the likely cause and the fix.
+"""The doctor checks, each with a verdict, the likely cause and the fix.
 
 1. labels      — one batch token by token: only the target text and its end-of-turn token may be
                  trained; image tokens must match the image features.
@@ -11,7 +11,10 @@
 4. overfit     — up to 300 steps on one batch of two images (at one input size): the loss must drop and greedy decoding must
                  reproduce the target boxes.
 
-Everything is built exactly as ``vlmdet train`` builds it (same config, loader, trainable setup,
+Eve
+5. rewards     — (``vlmdet rl`` configs) the rewards through GRPO's path (token ids -> decode ->
+                 score): the ground-truth answer must score highest of a set of well-formed answers
+                 (empty, whole image, one box missed, one extra, repeated, shifted), the empty one lowest.rything is built exactly as ``vlmdet train`` builds it (same config, loader, trainable setup,
 collator, prompts and codec), so a pass here means the training run gets the same pieces.
 """
 
@@ -26,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlmdet.train.config import TrainConfig
+from vlmdet.config import RunConfig
 
 
 @dataclass
@@ -50,7 +53,7 @@ class CheckResult:
 
 @dataclass
 class DoctorContext:
-    cfg: TrainConfig
+    cfg: RunConfig
     out: Path
     model_src: str
     family: Any
@@ -98,7 +101,7 @@ def _collator(ctx: DoctorContext, model: Any = None):
     from vlmdet.train.collator import DetectionCollator
 
     dtype = model_dtype(model) if model is not None else torch.float32
-    return DetectionCollator(ctx.processor, dtype=dtype, completion_only=ctx.cfg.labels == "completion", layout=ctx.family.answer_layout)
+    return DetectionCollator(ctx.processor, dtype=dtype, completion_only=getattr(ctx.cfg, "labels", "completion") == "completion", layout=ctx.family.answer_layout)
 
 
 def _rows(ctx: DoctorContext, samples: list[Any]) -> list[dict[str, Any]]:
@@ -345,10 +348,68 @@ def check_overfit(ctx: DoctorContext, max_steps: int | None = None, check_every:
     )
 
 
-CHECKS = {"labels": check_labels, "coordinates": check_coordinates, "gradients": check_gradients, "overfit": check_overfit}
+# ---------------------------------------------------------------- 5. rewards (RL)
+def reward_alternatives(ctx: DoctorContext, sample: Any) -> dict[str, str]:
+    """Well-formed answers for ``sample`` in the family's format: the ground truth and worse ones."""
+    from vlmdet.rows import canonical_order
+
+    boxes, labels = canonical_order(*sample.targets)
+    w, h = sample.image_wh
+    enc = ctx.settings.codec.encode
+    small = np.array([[0.0, 0.0, w * 0.08, h * 0.08]])
+    return {
+        "ground truth": enc(boxes, labels, sample.image_wh),
+        "empty": enc(np.zeros((0, 4)), [], sample.image_wh),
+        "whole image": enc(np.array([[0.0, 0.0, w, h]]), labels[:1], sample.image_wh),
+        "one box missed": enc(boxes[:-1], labels[:-1], sample.image_wh),
+        "one extra box": enc(np.vstack([boxes, small]), list(labels) + labels[:1], sample.image_wh),
+        "every box repeated": enc(np.vstack([boxes, boxes]), list(labels) * 2, sample.image_wh),
+        "boxes shifted": enc(np.clip(boxes + [w * 0.15, h * 0.15, w * 0.15, h * 0.15], 0, [w, h, w, h]), labels, sample.image_wh),
+    }
 
 
-def run_doctor(cfg: TrainConfig, out_dir: str | Path | None = None, checks: list[str] | None = None, n_samples: int = 4, overfit_steps: int = 300) -> list[CheckResult]:
+def check_rewards(ctx: DoctorContext) -> CheckResult:
+    """The RL rewards, through the path GRPO uses (token ids -> decode -> score): on every sample the
+    ground-truth answer must score highest of a set of well-formed answers and the empty one lowest."""
+    from vlmdet.rewards import DEFAULT_WEIGHTS, reward_functions
+
+    weights = {**DEFAULT_WEIGHTS, **(getattr(ctx.cfg, "rewards", None) or {})}
+    samples = [s for s in ctx.samples if len(s.targets[1])] or ctx.samples
+    tok = ctx.processor.tokenizer
+    end_ids = {t for t in (tok.eos_token_id, tok.pad_token_id) if t is not None}
+    funcs, fweights = reward_functions(samples, ctx.settings, tok, end_ids, weights)
+    problems, details = [], []
+    for i, s in enumerate(samples):
+        answers = reward_alternatives(ctx, s)
+        ids = [tok(text, add_special_tokens=False)["input_ids"] for text in answers.values()]
+        totals = dict.fromkeys(answers, 0.0)
+        for f, w in zip(funcs, fweights):
+            for name, r in zip(answers, f(completion_ids=ids, sample_index=[i] * len(ids))):
+                totals[name] += w * r
+        best, worst = max(totals, key=totals.get), min(totals, key=totals.get)
+        details.append(f"{s.source or s.id}: " + ", ".join(f"{k} {v:.2f}" for k, v in totals.items()))
+        if any(v >= totals["ground truth"] for k, v in totals.items() if k != "ground truth"):
+            problems.append(f"{s.source or s.id}: '{best}' scores {totals[best]:.3f}, the ground truth {totals['ground truth']:.3f}")
+        if any(v < totals["empty"] for k, v in totals.items() if k != "empty"):
+            problems.append(f"{s.source or s.id}: '{worst}' scores {totals[worst]:.3f}, below the empty answer's {totals['empty']:.3f}")
+    return CheckResult(
+        "rewards",
+        not problems,
+        f"the ground truth scores highest and the empty answer lowest on {len(samples)} samples (weights {weights})" if not problems
+        else f"{len(problems)} ranking problems in {len(samples)} samples",
+        problems + details,
+        "the reward weights reward a worse answer (a negative weight on f1 / soft_iou / format, or penalties weighted negative), or the "
+        "rewards read answers in another coordinate space or format than the targets are written in",
+        "keep every reward weight >= 0 (vlmdet's defaults: rewards.f1=1 soft_iou=1 format=0.5 duplicates=0.5 count=0.5)",
+    )
+
+
+CHECKS = {"labels": check_labels, "coordinates": check_coordinates, "gradients": check_gradients, "overfit": check_overfit, "rewards": check_rewards}
+DEFAULT_CHECKS = ("labels", "coordinates", "gradients", "overfit")
+RL_CHECKS = ("coordinates", "gradients", "rewards")
+
+
+def run_doctor(cfg: RunConfig, out_dir: str | Path | None = None, checks: list[str] | None = None, n_samples: int = 4, overfit_steps: int = 300) -> list[CheckResult]:
     """Run the checks for ``cfg`` (the same config ``vlmdet train`` takes); returns one result per check.
 
     The run is prepared by :func:`vlmdet.run.prepare_run`, exactly as ``vlmdet train`` prepares it
@@ -367,7 +428,7 @@ def run_doctor(cfg: TrainConfig, out_dir: str | Path | None = None, checks: list
     ctx = DoctorContext(cfg, out, run.model_src, run.family, run.processor, run.settings, samples, {s.id: s.load_image() for s in samples},
                         pool=run.train.samples[:256], overfit_steps=overfit_steps)
     results = []
-    for name in checks or list(CHECKS):
+    for name in checks or list(RL_CHECKS if getattr(cfg, "trainer_section", "") == "grpo" else DEFAULT_CHECKS):
         torch.manual_seed(cfg.seed)
         results.append(CHECKS[name](ctx))
         for line in results[-1].lines():

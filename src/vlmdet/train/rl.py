@@ -101,6 +101,11 @@ def rl(cfg: RLConfig, extra_callbacks: list[Any] | None = None) -> TrainResult:
         + ", ".join(f"{g} {counts[g]:,}" for g in ("vision", "projector", "language", "adapters") if counts[g]))
     weights = {**DEFAULT_WEIGHTS, **cfg.rewards}
     log(f"task {settings.task}, codec {settings.codec.name}, {len(settings.classes)} classes; rewards {weights}")
+    from vlmdet.train.rl_config import vllm_unavailable
+
+    if not cfg.trainer_args.get("use_vllm"):
+        why = vllm_unavailable()
+        log("rollouts: transformers generate" + (f" (vLLM off: {why})" if why else " (vLLM available: grpo.use_vllm=true switches to it)"))
     cache = image_cache(cfg, processor)
     eval_rows = RowSource(run.eval.samples, settings, cache) if run.eval is not None and len(run.eval) else None
     det_samples = run.eval.samples[: cfg.eval.max_samples] if eval_rows is not None else []
@@ -189,6 +194,63 @@ def rl(cfg: RLConfig, extra_callbacks: list[Any] | None = None) -> TrainResult:
     return TrainResult(out, before, after, trainer.state.global_step, train_seconds, trainer.state.log_history)
 
 
+def compare_models(models: dict[str, str], data: str, split: str, out: Path, weights: dict[str, float], cfg: Any) -> dict[str, dict[str, Any]]:
+    """Score several models on one split with the same decoding; each column adds the mean reward of
+    its greedy answers. Writes ``out/report.md`` and ``out/report.html``; returns the columns."""
+    from vlmdet.data.readers import ReadOptions, open_dataset
+    from vlmdet.evaluate import evaluate_model
+    from vlmdet.predict.decoding import Decoding
+    from vlmdet.report import decoding_note, markdown_table, print_table
+    from vlmdet.report.html import gallery_items, write_html
+    from vlmdet.rewards import score_parts, total
+
+    out.mkdir(parents=True, exist_ok=True)
+    ds = open_dataset(data, split, ReadOptions(on_error=cfg.on_bad_data))
+    if cfg.eval.max_samples:
+        ds = ds.subset(range(min(cfg.eval.max_samples, len(ds))))
+    decoding = Decoding(cfg.generation)
+    columns, preds = {}, {}
+    for name, model_dir in models.items():
+        ev = evaluate_model(model_dir, ds, cfg.eval.batch_size, decoding=decoding, confidence=cfg.eval.confidence)
+        rewards = [total(score_parts(p.decoded, *s.targets), weights) for s, p in zip(ds.samples, ev.predictions)]
+        columns[name] = {**ev.result.to_dict(), "mean_reward": sum(rewards) / len(rewards)}
+        preds[name] = ev.predictions
+    meta = {"decoding": decoding.record(), "confidence": cfg.eval.confidence}
+    title = f"SFT vs SFT+GRPO vs SFT continued: `{data}` split `{split}` ({len(ds)} images)"
+    table = markdown_table(columns) + "\n| mean reward | " + " | ".join(f"{c['mean_reward']:.3f}" for c in columns.values()) + " |"
+    (out / "report.md").write_text(f"# {title}\n\n{decoding_note(meta)}\n\n{table}\n")
+    (out / "metrics.json").write_text(json.dumps({**{n: {**c, "model": models[n]} for n, c in columns.items()}, **meta}, indent=2))
+    write_html(out / "report.html", title, columns, gallery=gallery_items(ds.samples, preds), settings={"models": models, **meta}, notes=[decoding_note(meta)])
+    print_table(columns, title=title)
+    return columns
+
+
 def rl_demo(extra: list[str] | None = None) -> int:
-    """``vlmdet rl`` with no arguments: see ``configs/rl_demo.yaml``."""
-    raise NotImplementedError
+    """``vlmdet rl`` with no arguments: ``configs/rl_demo.yaml``. Trains the SFT demo first when its
+    model is missing, runs GRPO from it, continues the SFT run for the same wall time, and scores the
+    three models side by side."""
+    from vlmdet.rewards import DEFAULT_WEIGHTS
+    from vlmdet.train.config import load_config as load_sft_config
+    from vlmdet.train.recipe import train
+    from vlmdet.train.rl_config import load_config
+
+    cfg = load_config("demo", list(extra or []))
+    sft_dir = Path(cfg.model)
+    if not (sft_dir / "vlmdet.json").is_file():
+        log(f"{sft_dir} holds no trained model: training the SFT demo first (vlmdet train, about 10 minutes on 2 CPU cores)")
+        train(load_sft_config("demo", [f"output_dir={sft_dir}"]))
+    result = rl(cfg)
+    models = {"SFT (start)": str(sft_dir), "SFT + GRPO": str(cfg.output_dir)}
+    if cfg.compare_sft_config:
+        continued = Path(cfg.output_dir) / "sft-continued"
+        log(f"baseline: the SFT run continued with SFT for GRPO's {result.train_seconds:.0f} s of training -> {continued}")
+        sft = load_sft_config(cfg.compare_sft_config, [
+            f"model={sft_dir}", f"data={cfg.data}", f"output_dir={continued}", "--overwrite", f"max_seconds={result.train_seconds:.1f}",
+            "max_steps=1000000", "warmup_steps=0", "lr_scheduler_type=constant", f"learning_rate={cfg.trainer_args.get('learning_rate', 1e-4)}",
+            "eval.before=false", "eval.after=false", "eval_strategy=no", "save_strategy=no",
+        ])
+        train(sft)
+        models["SFT continued (same wall time)"] = str(continued)
+    compare_models(models, cfg.data, cfg.eval_split or "val", Path(cfg.output_dir) / "comparison", {**DEFAULT_WEIGHTS, **cfg.rewards}, cfg)
+    log(f"wrote the comparison to {Path(cfg.output_dir) / 'comparison'}/report.md and report.html")
+    return 0

@@ -73,7 +73,21 @@ class RLConfig(RunConfig):
         Trainer's own evaluation loop stays off."""
         from vlmdet.train.config import build_args
 
+        if self.grpo.get("use_vllm"):
+            problem = vllm_unavailable()
+            if problem:
+                raise ConfigError(f"grpo.use_vllm=true: {problem}. Leave use_vllm off: rollouts are then generated with transformers")
         return build_args(self.trainer_args_class(), {**GRPO_DEFAULTS, **extra}, self.grpo, "grpo", out, self.seed, has_eval=False)
+
+
+def vllm_unavailable() -> str | None:
+    """Why TRL's vLLM generation cannot run here (``None`` when it can): it needs a CUDA GPU and ``vllm``."""
+    import importlib.util
+
+    import torch
+
+    missing = [what for what, ok in (("a CUDA GPU", torch.cuda.is_available()), ("the vllm package", importlib.util.find_spec("vllm") is not None)) if not ok]
+    return f"vLLM generation needs {' and '.join(missing)}, which this machine lacks" if missing else None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RLConfig:
