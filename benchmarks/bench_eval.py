@@ -54,25 +54,34 @@ def timed(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
-def bare_greedy(model, inputs: dict, steps: int):
+def bare_greedy(model, inputs: dict, steps: int, banned: set[int]):
     """Prefill, then one token per step with the KV cache: the least a greedy decoder can do — the
     model's forward on the new token only, its cache, the running attention mask and positions
     (the model's own initial positions, Qwen-VL's 3-D ones included, then +1 per step). No logits
-    processors, stopping criteria or generation config; logits only for the last position."""
+    processors, stopping criteria or generation config; logits only for the last position. The end
+    tokens (``banned``) are masked so that every row writes ``steps`` tokens, as ``min_new_tokens``
+    makes generate() do."""
     import torch
+
+    ban = torch.tensor(sorted(banned))
+
+    def pick(logits):
+        logits = logits.clone()
+        logits[:, ban] = float("-inf")
+        return logits.argmax(-1, keepdim=True)
 
     with torch.no_grad():
         positions = model._prepare_position_ids_for_generation(inputs["input_ids"], dict(inputs))
         out = model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
         cache, mask, last = out.get("cache") or out.get("past_key_values"), inputs["attention_mask"], positions[..., -1:]
         per_token = {k: torch.zeros((len(mask), 1), dtype=v.dtype) for k, v in inputs.items() if k in ("mm_token_type_ids", "token_type_ids")}
-        token = out.logits[:, -1].argmax(-1, keepdim=True)
+        token = pick(out.logits[:, -1])
         tokens = [token]
         for _ in range(steps - 1):
             mask, last = torch.cat([mask, torch.ones_like(token)], 1), last + 1
             out = model(input_ids=token, attention_mask=mask, cache=cache, position_ids=last, use_cache=True, logits_to_keep=1, **per_token)
             cache = out.get("cache") or out.get("past_key_values")
-            token = out.logits[:, -1].argmax(-1, keepdim=True)
+            token = pick(out.logits[:, -1])
             tokens.append(token)
     return torch.cat(tokens, dim=1)
 
@@ -129,7 +138,7 @@ def main() -> None:
     inputs = prepare()
     t_prepare, _ = timed(prepare, args.repeats)
     t_ours, answers = timed(lambda: predictor.generate_answers(samples, images), args.repeats)
-    t_bare, bare_tokens = timed(lambda: bare_greedy(model, inputs, args.tokens), args.repeats)
+    t_bare, bare_tokens = timed(lambda: bare_greedy(model, inputs, args.tokens, predictor._end_ids), args.repeats)
     with forced.applied(model, args.tokens) as config:
         t_generate, gen = timed(lambda: model.generate(**inputs, generation_config=config), args.repeats)
     gen_tokens = gen[:, inputs["input_ids"].shape[1]:]

@@ -74,7 +74,9 @@ def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
         result = train(cfg)
     except KeyboardInterrupt:
         return _interrupted(cfg, "train", config, extra + _run_control(args))
-    if result.after and result.before and result.after.get("map50", 0) <= result.before.get("map50", 0):
+    from vlmdet.distributed import is_main_process
+
+    if is_main_process() and result.after and result.before and result.after.get("map50", 0) <= result.before.get("map50", 0):
         print("[vlmdet] WARNING: the fine-tuned model is not better than the base on mAP50", file=sys.stderr)
     return 0
 

@@ -1,12 +1,29 @@
-"""Which process this is, under ``torchrun`` / ``accelerate launch`` (or none: a single process).
-
-vlmdet does no distribution of its own — the trainer, accelerate and ``torch.distributed`` do the
-work. Its own parts only need to know whether they are the process that writes files.
+"""Which process this is and how the processes meet, under ``torchrun`` / ``accelerate launch`` (or a
+single process). vlmdet does no distribution of its own: accelerate sets the processes up
+(``PartialState``, the same state the Trainer uses) and ``torch.distributed`` carries the messages.
+vlmdet's own parts only need to know who writes files, to let the main process prepare shared
+files first, and to split its own evaluation work and gather the results.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+
+def launched() -> bool:
+    """Started by a launcher with more than one process (``WORLD_SIZE`` > 1)?"""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def state():
+    """accelerate's process state, initialising the process group from the launcher's environment
+    (gloo on CPU, NCCL on GPUs) the first time under a launcher."""
+    from accelerate import PartialState
+
+    return PartialState()
 
 
 def rank() -> int:
@@ -29,3 +46,30 @@ def world_size() -> int:
 def is_main_process() -> bool:
     """True on the one process that writes files and prints (rank 0)."""
     return rank() == 0
+
+
+def barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def main_first() -> Iterator[None]:
+    """The main process runs the block first (e.g. writes the synthetic data), then the others (which
+    then find it written). A plain block in a single process."""
+    if not launched():
+        yield
+        return
+    with state().main_process_first():
+        yield
+
+
+def gather(items: Sequence[Any]) -> list[Any]:
+    """Every process's ``items``, concatenated in rank order, on every process."""
+    if world_size() <= 1:
+        return list(items)
+    from accelerate.utils import gather_object
+
+    return list(gather_object(list(items)))

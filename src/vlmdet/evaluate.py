@@ -169,7 +169,14 @@ def run_eval(
     generation: dict[str, Any] | None = None,
     confidence: str = "geometric_mean",
 ) -> dict[str, list[ModelEval]]:
-    """Score ``model`` (and ``compare``) on each dataset of ``data``; returns ``{dataset name: [ModelEval, ...]}``."""
+    """Score ``model`` (and ``compare``) on each dataset of ``data``; returns ``{dataset name: [ModelEval, ...]}``.
+
+    Under ``torchrun`` / ``accelerate launch`` the images are shared out between the processes and the
+    predictions gathered (see :class:`~vlmdet.predict.Predictor`); the main process writes."""
+    from vlmdet.distributed import is_main_process, launched, state
+
+    if launched():
+        state()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     specs = [data] if isinstance(data, str) else list(data)
@@ -179,7 +186,8 @@ def run_eval(
     datasets: dict[str, DetectionDataset] = {}
     for spec, name in zip(specs, dataset_names(specs)):
         ds = open_dataset(spec, split, ReadOptions(on_error=on_bad_data))
-        print(f"[vlmdet] {ds.report.summary()}", flush=True)
+        if is_main_process():
+            print(f"[vlmdet] {ds.report.summary()}", flush=True)
         if max_samples:
             ds = ds.subset(range(min(max_samples, len(ds))))
         for processor in processors:  # every model is scored on the same images: drop those any of them cannot take
@@ -189,6 +197,8 @@ def run_eval(
         datasets[name] = ds
     evals = {name: [evaluate_model(m, ds, batch_size, family, max_new_tokens, decoding=decoding, confidence=confidence) for m in models]
              for name, ds in datasets.items()}
+    if not is_main_process():
+        return evals
     if len(specs) == 1:
         (name, ds), = datasets.items()
         write_dataset_outputs(out, f"vlmdet eval: `{specs[0]}` split `{split}` ({len(ds)} images)", ds, evals[name], decoding, confidence, n_images)

@@ -24,6 +24,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +62,7 @@ def check_output_dir(out: Path) -> None:
         raise ConfigError(f"output_dir {out} is a file, not a folder; choose another output_dir")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".vlmdet-write-test-{id(out)}"
+        probe = out / f".vlmdet-write-test-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
@@ -133,10 +134,13 @@ class RunFolder:
 
     def check_start(self, cfg: RunConfig, command: str) -> None:
         """Refuse to train over a finished or unfinished run unless ``resume`` / ``overwrite`` says what to do."""
+        from vlmdet.distributed import barrier
+
         info = self.info()
+        partial = self.last_checkpoint()
+        barrier()  # every process has read the folder's state before the main process may clear it
         if info is None or cfg.resume:
             return
-        partial = self.last_checkpoint()
         if cfg.overwrite:
             self.clear()
             return
@@ -185,13 +189,24 @@ class RunFolder:
 
     def clear(self) -> None:
         """Remove a previous run (``overwrite``): everything but the reusable ``data/`` and ``base-*`` caches."""
+        from vlmdet.distributed import barrier, is_main_process
+
+        if not is_main_process():
+            barrier()
+            return
         log(f"overwrite: removing the previous run in {self.path}")
         for entry in self.path.iterdir():
             if entry.name == "data" or entry.name.startswith("base-"):
                 continue
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        barrier()
 
     def start(self, cfg: RunConfig, fp: dict[str, Any], method: str, resumed_from: Path | None) -> None:
+        """Record the run as started (main process only)."""
+        from vlmdet.distributed import is_main_process
+
+        if not is_main_process():
+            return
         info = self.info() if resumed_from is not None else None
         record = {
             "method": method,
@@ -204,6 +219,10 @@ class RunFolder:
         (self.path / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
 
     def finish(self, steps: int) -> None:
+        from vlmdet.distributed import is_main_process
+
+        if not is_main_process():
+            return
         info = self.info() or {}
         info.update(status="finished", finished=dt.datetime.now().isoformat(timespec="seconds"), steps=steps)
         (self.path / RUN_FILE).write_text(json.dumps(info, indent=2, default=str))
@@ -346,8 +365,11 @@ def prepare_run(cfg: RunConfig, command: str = "vlmdet train", load_weights: boo
 
     A starting checkpoint written by vlmdet (``vlmdet.json``) keeps the task and classes it was
     trained with — the prompts it learned — unless the config names other classes."""
+    from vlmdet.distributed import launched, main_first, state
     from vlmdet.models.loading import load_model, load_processor
 
+    if launched():
+        state()  # join the launcher's process group before anything is read or written
     out = Path(cfg.output_dir)
     check_output_dir(out)
     folder = RunFolder(out)
@@ -355,12 +377,14 @@ def prepare_run(cfg: RunConfig, command: str = "vlmdet train", load_weights: boo
         folder.check_start(cfg, command)
         cfg.build_trainer_args(out, has_eval=bool(cfg.eval_split))  # bad trainer values fail here, before loading
 
-    data = data_source(cfg, out)
+    with main_first():  # the main process writes the synthetic data / tiny model; the others then find it
+        data = data_source(cfg, out)
     train, eval_ds = read_splits(cfg, data)
     fp = fingerprint(cfg, train, eval_ds)
     resume_from = folder.check_resume(fp) if training and cfg.resume else None
 
-    src = model_source(cfg, out)
+    with main_first():
+        src = model_source(cfg, out)
     model = None
     if load_weights:
         model, processor, family = load_model(src, cfg.family, quantize_4bit=cfg.finetune == "qlora", max_pixels=cfg.max_pixels, merge=merge_adapters)

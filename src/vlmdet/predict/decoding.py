@@ -162,7 +162,7 @@ def token_char_spans(tokenizer: Any, ids: Sequence[int]) -> tuple[str, list[tupl
     """
     kw = {"skip_special_tokens": False, "clean_up_tokenization_spaces": False}
     text = tokenizer.decode(list(ids), **kw)
-    pieces = [tokenizer.decode([i], **kw) for i in ids]
+    pieces = tokenizer.batch_decode([[i] for i in ids], **kw)  # one call: the per-token loop costs more than generation's host work
     if "".join(pieces) != text:
         pieces, done = [], ""
         for k in range(len(ids)):

@@ -6,7 +6,12 @@ prints comes from one prompt builder, one decoding setup (:class:`~vlmdet.predic
 greedy by default, on record) and one codec.
 
 Batches are built from samples of similar image size (fewer pad tokens), padded on the left, and
-generated with the KV cache. The answer is cut at the token level — after the prompt (decoder-only)
+generated with the KV cache. Under several processes (``torchrun`` / ``accelerate launch``) the
+batches — the same batches one process would make — are dealt round-robin to the processes and the
+predictions gathered, so every process returns every image's prediction, each image scored once,
+with the answers one process would give. With a sharded model (FSDP), whose every forward is a
+collective, each process makes the same number of ``generate`` calls (a process short of batches
+repeats its last one and drops the result) and generates with ``synced_gpus``. The answer is cut at the token level — after the prompt (decoder-only)
 or the decoder start (encoder-decoder), up to the first end token — then decoded with special tokens
 kept (Qwen2-VL's box tokens are special). Each box's confidence comes from the log-probabilities of
 the tokens that wrote it (:func:`~vlmdet.predict.decoding.span_confidence`).
@@ -122,20 +127,22 @@ class Predictor:
         dtype = model_dtype(self.model)
         inputs = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
         recorder = TokenLogprobs() if self.decoding.greedy else None
+        extra = {"synced_gpus": True} if self._sharded else {}
         with self.decoding.applied(self.model, self.max_new_tokens) as config:
-            out = self.model.generate(**inputs, generation_config=config, logits_processor=LogitsProcessorList([recorder] if recorder else []))
+            out = self.model.generate(**inputs, generation_config=config, logits_processor=LogitsProcessorList([recorder] if recorder else []), **extra)
         sequences = out if isinstance(out, torch.Tensor) else out.sequences
         new = sequences if self.seq2seq else sequences[:, inputs["input_ids"].shape[1] :]  # a decoder-only model echoes the prompt
+        step_logprobs = recorder.logprobs.tolist() if recorder is not None and recorder.logprobs.numel() else None
         answers = []
         for b, row in enumerate(new.tolist()):
             start, ids = self._answer_ids(row)
             text, spans = token_char_spans(self.tokenizer, ids)
             logprobs = None
-            if recorder is not None and recorder.logprobs.numel():
+            if step_logprobs is not None:
                 # generation step k wrote the k-th new token; an encoder-decoder's row starts with the
                 # decoder start token, which no step wrote
                 first = start - 1 if self.seq2seq else start
-                steps = recorder.logprobs[b, first : first + len(ids)].tolist()
+                steps = step_logprobs[b][first : first + len(ids)]
                 logprobs = steps if len(steps) == len(ids) else None
             lead = len(text) - len(text.lstrip())
             stripped = text.strip()
@@ -154,20 +161,38 @@ class Predictor:
             confidences = [0.0 if math.isnan(c) else c for c in confidences]
         return Prediction(sample.id, answer.text, decoded, confidences)
 
+    @property
+    def _sharded(self) -> bool:
+        """Parameters split over processes (FSDP2's DTensors): every forward is a collective."""
+        from vlmdet.distributed import world_size
+
+        if world_size() <= 1:
+            return False
+        from torch.distributed.tensor import DTensor
+
+        return any(isinstance(p, DTensor) for p in self.model.parameters())
+
     def predict(self, samples: Sequence[Sample], images: dict[str, Any] | None = None, progress: bool = False, desc: str = "predict") -> list[Prediction]:
-        """Predictions for ``samples``, in their order."""
+        """Predictions for ``samples``, in their order (all of them on every process)."""
+        from vlmdet.distributed import gather, is_main_process, rank, world_size
+
         was_training = self.model.training
         self.model.eval()
         order = sorted(range(len(samples)), key=lambda i: (samples[i].image_wh[0] * samples[i].image_wh[1], i))
-        results: dict[int, Prediction] = {}
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        world = world_size()
+        mine = batches[rank() :: world]
+        if self._sharded:  # the same number of generate calls on every process
+            rounds = -(-len(batches) // world)
+            mine = mine + [mine[-1] if mine else batches[0]] * (rounds - len(mine)) if batches else mine
+        results: dict[int, Prediction] = {}
         bar = None
-        if progress:
+        if progress and is_main_process():
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(samples), desc=desc, unit="img", leave=False)
+            bar = tqdm(total=sum(len(b) for b in mine), desc=desc, unit="img", leave=False)
         try:
-            for batch in batches:
+            for batch in mine:
                 bs = [samples[i] for i in batch]
                 imgs = [(images or {}).get(s.id) or s.load_image() for s in bs]
                 for i, s, answer in zip(batch, bs, self.generate_answers(bs, imgs)):
@@ -179,6 +204,8 @@ class Predictor:
                 bar.close()
             if was_training:
                 self.model.train()
+        if world > 1:
+            results = dict(gather(sorted(results.items())))
         return [results[i] for i in range(len(samples))]
 
 

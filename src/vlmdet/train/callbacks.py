@@ -60,10 +60,17 @@ class GradNormCallback(TrainerCallback):
         """``(norm per group, {"none"|"zero"|"nonfinite": [param names]})`` of the current gradients.
 
         Also sets ``self.unit_norms``: the same per alarm unit (:meth:`unit`), so that adapters cut off
-        in one tower are seen even while the adapters of another tower learn."""
+        in one tower are seen even while the adapters of another tower learn.
+
+        The norms are those of the full gradient under any process count: under DDP every process
+        holds the whole (all-reduced) gradient; under FSDP each holds a shard (a DTensor), so the
+        squared sums of the local shards are summed over the processes."""
+        from torch.distributed.tensor import DTensor
+
         sq = dict.fromkeys(GROUPS, 0.0)
         units: dict[str, float] = {}
         bad: dict[str, list[str]] = {"none": [], "zero": [], "nonfinite": []}
+        sharded: list[tuple[str, str, str, torch.Tensor]] = []
         for name, p in model.named_parameters():
             if not p.requires_grad:
                 continue
@@ -71,6 +78,9 @@ class GradNormCallback(TrainerCallback):
             units.setdefault(unit, 0.0)
             if p.grad is None:
                 bad["none"].append(name)
+                continue
+            if isinstance(p.grad, DTensor):
+                sharded.append((name, group, unit, p.grad.to_local().detach().float().pow(2).sum()))
                 continue
             g = p.grad.detach().float()
             n2 = float(g.pow(2).sum())
@@ -82,6 +92,21 @@ class GradNormCallback(TrainerCallback):
                 units[unit] += n2
                 if n2 == 0.0:
                     bad["zero"].append(name)
+        if sharded:
+            import torch.distributed as dist
+
+            local = torch.stack([s for *_, s in sharded])
+            if dist.is_initialized():
+                dist.all_reduce(local)  # sum of the shards' squared sums = the full gradient's
+            for (name, group, unit, _), n2 in zip(sharded, local.tolist()):
+                if not math.isfinite(n2):
+                    bad["nonfinite"].append(name)
+                    sq[group] = units[unit] = float("nan")
+                else:
+                    sq[group] += n2
+                    units[unit] += n2
+                    if n2 == 0.0:
+                        bad["zero"].append(name)
         self.unit_norms = {u: math.sqrt(v) if v == v else float("nan") for u, v in units.items()}
         return {g: math.sqrt(v) if v == v else float("nan") for g, v in sq.items()}, bad
 
@@ -115,7 +140,8 @@ class GradNormCallback(TrainerCallback):
                 )
                 self.problems.append(msg)
                 self._warned.add((group, kind))
-                self.warn(msg)
+                if state.is_world_process_zero:
+                    self.warn(msg)
                 if self.stop_on_failure:
                     control.should_training_stop = True
         return control
@@ -194,7 +220,8 @@ class DetectionEvalCallback(TrainerCallback):
             det = self._score(state, model, processing_class)
             if det:
                 state.log_history.append({**det, "step": state.global_step})
-                print(f"[vlmdet] step {state.global_step:>5} | " + " | ".join(f"{k[5:]} {v:.3f}" for k, v in det.items() if k in ("eval_map50", "eval_f1_50", "eval_mean_iou")), flush=True)
+                if state.is_world_process_zero:
+                    print(f"[vlmdet] step {state.global_step:>5} | " + " | ".join(f"{k[5:]} {v:.3f}" for k, v in det.items() if k in ("eval_map50", "eval_f1_50", "eval_mean_iou")), flush=True)
 
     def on_evaluate(self, args, state, control, model=None, processing_class=None, metrics=None, **kwargs):
         det = self._score(state, model, processing_class)
@@ -246,7 +273,7 @@ class ConsoleCallback(TrainerCallback):
         self._t0 = time.perf_counter()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs:
+        if not logs or not state.is_world_process_zero:
             return
         parts = [fmt.format(logs[k]) for k, fmt in self.KEYS if isinstance(logs.get(k), (int, float))]
         groups = [f"{k[10:]} {v:.2g}" for k, v in sorted(logs.items()) if k.startswith("grad_norm/") and v]

@@ -52,6 +52,7 @@ def train(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> TrainRe
     from vlmdet.report import print_table, write_report
     from vlmdet.report.html import gallery_items
     from vlmdet.rows import RowSource
+    from vlmdet.distributed import is_main_process
     from vlmdet.run import prepare_run
     from vlmdet.train.callbacks import ConsoleCallback, DetectionEvalCallback, GradNormCallback, TimeLimitCallback, quiet_progress
     from vlmdet.train.collator import DetectionCollator
@@ -59,6 +60,7 @@ def train(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> TrainRe
     from vlmdet.train.trainer import DetectionSeq2SeqTrainer, DetectionSFTTrainer
 
     set_seed(cfg.seed)
+    main = is_main_process()  # the one process that writes files; all of them train and score
     # 1. prepare (every check before anything trains)
     run = prepare_run(cfg, "vlmdet train")
     out, family, processor, settings = run.out, run.family, run.processor, run.settings
@@ -78,7 +80,9 @@ def train(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> TrainRe
     train_rows = RowSource(run.train.samples, settings, cache)
     eval_rows = RowSource(run.eval.samples, settings, cache) if run.eval is not None and len(run.eval) else None
     det_samples = run.eval.samples[: cfg.eval.max_samples] if eval_rows is not None else []
-    det_images = {s.id: eval_rows.image(s) for s in det_samples} if eval_rows is not None else None
+    # Scored from the files, as `vlmdet eval` scores them (not from the training cache, whose images are
+    # already shrunk by vlmdet rather than by the processor): the report's figures are eval's figures.
+    det_images = None
 
     layout = family.answer_layout
     sft_config = cfg.build_trainer_args(out, has_eval=eval_rows is not None, seq2seq=layout == "seq2seq")
@@ -116,7 +120,8 @@ def train(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> TrainRe
             det_samples, det_images, progress=True, desc="before")
         columns["base model (before)"] = preds
         before = evaluate_predictions(det_samples, preds, settings).to_dict()
-        before_path.write_text(json.dumps(before, indent=2))
+        if main:
+            before_path.write_text(json.dumps(before, indent=2))
 
     # 4. train
     if run.resume_from:
@@ -126,9 +131,10 @@ def train(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> TrainRe
     train_seconds = time.perf_counter() - t0
 
     # 5. after + save
-    trainer.save_model(str(out))
-    processor.save_pretrained(str(out))
-    settings.save(out)
+    trainer.save_model(str(out))  # the Trainer writes from the main process only (and gathers FSDP shards)
+    if main:
+        processor.save_pretrained(str(out))
+        settings.save(out)
     after = None
     if cfg.eval.after and det_samples:
         preds = Predictor(trainer.model, processor, settings, batch_size=cfg.eval.batch_size, decoding=decoding, confidence=cfg.eval.confidence).predict(
@@ -149,7 +155,7 @@ def train(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> TrainRe
         "decoding": decoding.record(),
         "confidence": cfg.eval.confidence,
     }
-    if before is not None or after is not None:
+    if main and (before is not None or after is not None):
         write_report(out, before, after, meta, gallery=gallery_items(det_samples, columns), log_history=trainer.state.log_history)
         print_table({"base model (before)": before, "fine-tuned (after)": after}, title=f"{family.name} on {cfg.eval_split} ({len(det_samples)} images)")
     run.folder.finish(trainer.state.global_step)

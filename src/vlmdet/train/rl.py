@@ -78,6 +78,7 @@ def rl(cfg: RLConfig, extra_callbacks: list[Any] | None = None) -> TrainResult:
     from vlmdet.report.html import gallery_items
     from vlmdet.rewards import DEFAULT_WEIGHTS, reward_functions
     from vlmdet.rows import RowSource
+    from vlmdet.distributed import is_main_process
     from vlmdet.run import prepare_run
     from vlmdet.train.callbacks import ConsoleCallback, DetectionEvalCallback, GradNormCallback, TimeLimitCallback, quiet_progress
     from vlmdet.train.model import setup_trainable, trainable_summary
@@ -85,6 +86,7 @@ def rl(cfg: RLConfig, extra_callbacks: list[Any] | None = None) -> TrainResult:
     from vlmdet.train.trainer import DetectionGRPOTrainer
 
     set_seed(cfg.seed)
+    main = is_main_process()  # the one process that writes files; all of them train and score
     # 1. prepare
     run = prepare_run(cfg, "vlmdet rl", merge_adapters=True)
     out, family, processor, settings = run.out, run.family, run.processor, run.settings
@@ -109,7 +111,9 @@ def rl(cfg: RLConfig, extra_callbacks: list[Any] | None = None) -> TrainResult:
     cache = image_cache(cfg, processor)
     eval_rows = RowSource(run.eval.samples, settings, cache) if run.eval is not None and len(run.eval) else None
     det_samples = run.eval.samples[: cfg.eval.max_samples] if eval_rows is not None else []
-    det_images = {s.id: eval_rows.image(s) for s in det_samples} if eval_rows is not None else None
+    # Scored from the files, as `vlmdet eval` scores them (not from the training cache, whose images are
+    # already shrunk by vlmdet rather than by the processor): the report's figures are eval's figures.
+    det_images = None
 
     tokenizer = processor.tokenizer
     end_ids = {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
@@ -159,7 +163,8 @@ def rl(cfg: RLConfig, extra_callbacks: list[Any] | None = None) -> TrainResult:
             det_samples, det_images, progress=True, desc="before")
         columns["starting checkpoint"] = preds
         before = evaluate_predictions(det_samples, preds, settings).to_dict()
-        before_path.write_text(json.dumps(before, indent=2))
+        if main:
+            before_path.write_text(json.dumps(before, indent=2))
 
     # 4. train
     if run.resume_from:
@@ -169,9 +174,10 @@ def rl(cfg: RLConfig, extra_callbacks: list[Any] | None = None) -> TrainResult:
     train_seconds = time.perf_counter() - t0
 
     # 5. after + save
-    trainer.save_model(str(out))
-    processor.save_pretrained(str(out))
-    settings.save(out)
+    trainer.save_model(str(out))  # the Trainer writes from the main process only (and gathers FSDP shards)
+    if main:
+        processor.save_pretrained(str(out))
+        settings.save(out)
     after = None
     if cfg.eval.after and det_samples:
         preds = Predictor(trainer.model, processor, settings, batch_size=cfg.eval.batch_size, decoding=decoding, confidence=cfg.eval.confidence).predict(
@@ -186,7 +192,7 @@ def rl(cfg: RLConfig, extra_callbacks: list[Any] | None = None) -> TrainResult:
         "seconds_per_step": {k: sum(e[k] for e in timings) / len(timings) for k in ("time/generation_s", "time/rewards_s", "time/update_s", "time/step_s")} if timings else {},
         "before_name": "starting checkpoint", "after_name": "after GRPO", "verdict_names": ["the GRPO model", "the starting checkpoint"],
     }
-    if before is not None or after is not None:
+    if main and (before is not None or after is not None):
         write_report(out, before, after, meta, gallery=gallery_items(det_samples, columns), log_history=trainer.state.log_history)
         print_table({"starting checkpoint": before, "after GRPO": after}, title=f"{family.name} GRPO on {cfg.eval_split} ({len(det_samples)} images)")
     run.folder.finish(trainer.state.global_step)
