@@ -149,6 +149,68 @@ def _cmd_doctor(args: argparse.Namespace, extra: list[str]) -> int:
     return 1 if failed else 0
 
 
+ACCELERATE_CONFIGS = ("ddp", "fsdp2", "zero2", "zero3")
+
+
+def _launch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--num-processes", type=int, default=1, metavar="N",
+                   help="run in N processes: starts the launcher for you (GPUs: accelerate launch; CPU: torchrun, gloo)")
+    p.add_argument("--accelerate-config", default=None, metavar="NAME_OR_FILE",
+                   help=f"with --num-processes on GPUs: {', '.join(ACCELERATE_CONFIGS)} (configs/accelerate/) or an accelerate config file")
+
+
+def launcher_command(command: str, rest: list[str], n: int, accelerate_config: str | None, gpu: bool | None = None) -> list[str]:
+    """The command that runs ``vlmdet <command> <rest>`` in ``n`` processes.
+
+    On GPUs ``accelerate launch`` (with one of vlmdet's accelerate configs, or the user's); on a
+    CPU-only machine ``torchrun`` (accelerate launch --cpu starts one process: multi-CPU accelerate
+    wants MPI), with DDP over gloo — FSDP and DeepSpeed configs are refused there."""
+    from pathlib import Path
+
+    import torch
+
+    gpu = torch.cuda.is_available() if gpu is None else gpu
+    config = accelerate_config
+    if config in ACCELERATE_CONFIGS:
+        config = str(Path(__file__).resolve().parent / "configs" / "accelerate" / f"{config}.yaml")
+    if gpu:
+        head = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n)]
+        head += ["--config_file", config] if config else ["--multi_gpu"]
+        return [*head, "-m", "vlmdet", command, *rest]
+    text = Path(config).read_text().lower() if config else ""
+    if "deepspeed" in text or "fsdp" in text:
+        # accelerate turns FSDP and DeepSpeed on only for GPU-type devices: on CPU processes the run
+        # would quietly train unsharded, so say so instead
+        raise ValueError(f"{accelerate_config} needs GPUs (accelerate shards only on GPU-type devices) and this machine has none: "
+                         "leave out --accelerate-config (or use ddp) to run the processes on CPU")
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m", "vlmdet", command, *rest]
+
+
+def _relaunch(args: argparse.Namespace, argv: list[str]) -> int | None:
+    """``--num-processes N`` (N > 1) outside a launcher: run this same command under one; else None."""
+    from vlmdet.distributed import launched
+
+    n = getattr(args, "num_processes", 1) or 1
+    if n <= 1 or launched():
+        return None
+    rest, skip = [], False
+    for i, item in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if item in ("--num-processes", "--accelerate-config"):
+            skip = True
+            continue
+        if item.startswith(("--num-processes=", "--accelerate-config=")) or item == args.command and i == 0:
+            continue
+        rest.append(item)
+    import subprocess
+
+    cmd = launcher_command(args.command, rest, n, args.accelerate_config)
+    print(f"[vlmdet] {args.num_processes} processes: {' '.join(cmd[1:])}", flush=True)
+    return subprocess.call(cmd)
+
+
 def _decoding_args(p: argparse.ArgumentParser) -> None:
     from vlmdet.predict.decoding import CONFIDENCE_KINDS
 
@@ -184,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="YAML config (see configs/demo.yaml); 'demo' is the offline demo's")
     p.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last checkpoint (same settings, same data)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished or unfinished run in output_dir")
+    _launch_args(p)
     p.set_defaults(func=_cmd_train, wants_extra=True)
 
     p = sub.add_parser(
@@ -195,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="YAML config (see configs/rl_demo.yaml); 'demo' is the RL demo's")
     p.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last checkpoint (same settings, same data)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished or unfinished run in output_dir")
+    _launch_args(p)
     p.set_defaults(func=_cmd_rl, wants_extra=True)
 
     p = sub.add_parser("eval", help="score a model on a dataset split: COCO mAP, IoU, parse failures, report + images")
@@ -210,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--on-bad-data", choices=["raise", "skip"], default="raise")
     _decoding_args(p)
+    _launch_args(p)
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("metrics", help="score a COCO results file against COCO ground truth (pycocotools)")
@@ -263,6 +328,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and not getattr(args, "wants_extra", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        relaunched = _relaunch(args, list(argv if argv is not None else sys.argv[1:]))
+        if relaunched is not None:
+            return relaunched
         if getattr(args, "wants_extra", False):
             return int(args.func(args, extra) or 0)
         return int(args.func(args) or 0)

@@ -20,10 +20,13 @@ def launched() -> bool:
 
 def state():
     """accelerate's process state, initialising the process group from the launcher's environment
-    (gloo on CPU, NCCL on GPUs) the first time under a launcher."""
+    (gloo on CPU, NCCL on GPUs) the first time under a launcher. On a CPU-only machine accelerate
+    must be told (``cpu=True``, as the Trainer does with ``use_cpu``), or under torchrun every process
+    would believe it is the only one."""
+    import torch
     from accelerate import PartialState
 
-    return PartialState()
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def rank() -> int:

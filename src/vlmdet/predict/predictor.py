@@ -19,6 +19,7 @@ the tokens that wrote it (:func:`~vlmdet.predict.decoding.span_confidence`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -128,7 +129,7 @@ class Predictor:
         inputs = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
         recorder = TokenLogprobs() if self.decoding.greedy else None
         extra = {"synced_gpus": True} if self._sharded else {}
-        with self.decoding.applied(self.model, self.max_new_tokens) as config:
+        with self.decoding.applied(self.model, self.max_new_tokens) as config, self._root_unsharded():
             out = self.model.generate(**inputs, generation_config=config, logits_processor=LogitsProcessorList([recorder] if recorder else []), **extra)
         sequences = out if isinstance(out, torch.Tensor) else out.sequences
         new = sequences if self.seq2seq else sequences[:, inputs["input_ids"].shape[1] :]  # a decoder-only model echoes the prompt
@@ -160,6 +161,23 @@ class Predictor:
             confidences = [span_confidence(span, answer.token_spans, answer.logprobs, self.confidence) for span in decoded.spans]
             confidences = [0.0 if math.isnan(c) else c for c in confidences]
         return Prediction(sample.id, answer.text, decoded, confidences)
+
+    @contextlib.contextmanager
+    def _root_unsharded(self):
+        """FSDP2 gathers a module's parameters in its forward hook; transformers' generate runs the
+        vision encoder's first layers (patch embedding, held by the root unit) outside the root's
+        forward, so the root's own parameters are gathered here for the whole generate call."""
+        from torch.distributed.fsdp import FSDPModule
+
+        root = self.model if isinstance(self.model, FSDPModule) else None
+        if root is None or not self._sharded:
+            yield
+            return
+        root.unshard()
+        try:
+            yield
+        finally:
+            root.reshard()
 
     @property
     def _sharded(self) -> bool:
