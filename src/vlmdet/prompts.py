@@ -25,6 +25,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from vlmdet.codecs.labels import clean_label
+
 TaskKind = Literal["detect", "detect_named", "ground"]
 PROMPT_STYLES = ("chat_json", "qwen2_vl", "paligemma", "florence2")
 
@@ -48,6 +50,9 @@ def check_class_names(classes: Sequence[str], style: str) -> None:
             raise ValueError(f"class name {name!r} must be a non-empty string without surrounding spaces; rename it in the annotations")
         if "\n" in name or "\r" in name:
             raise ValueError(f"class name {name!r} spans several lines; rename it in the annotations")
+        if name != clean_label(name):
+            raise ValueError(f"class name {name!r} has a run of whitespace inside, which answers cannot carry back (the label policy "
+                             f"makes it one space); rename it to {clean_label(name)!r} in the annotations")
         bad = next((sep for sep in CLASS_SEPARATORS.get(style, ()) if sep in name), None)
         if bad is not None:
             raise ValueError(

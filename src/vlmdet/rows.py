@@ -125,8 +125,10 @@ class TaskSettings:
             raise ValueError(f"{sample.source}: cannot encode the target ({exc})") from None
 
     def decode(self, text: str, sample_or_wh: Sample | tuple[int, int]) -> Decoded:
+        """Boxes and labels of a model answer; for a detection task the labels are matched to the
+        class list by the label policy (:mod:`vlmdet.codecs.labels`: case, plural)."""
         wh = sample_or_wh.image_wh if isinstance(sample_or_wh, Sample) else sample_or_wh
-        return self.codec.decode(text, wh)
+        return self.codec.decode(text, wh, classes=None if self.task == "ground" else self.classes)
 
     def prompt_messages(self, sample: Sample) -> list[dict[str, Any]]:
         return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": self.prompt(sample)}]}]

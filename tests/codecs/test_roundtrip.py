@@ -8,8 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vlmdet.codecs import CODECS, get_codec
+from vlmdet.codecs.labels import clean_label
 
-LABELS = st.text(alphabet=st.sampled_from("abcdefghijklmnopqrstuvwxyz -_0123456789ÄéЖ"), min_size=1, max_size=20).map(str.strip).filter(bool)
+LABELS = st.text(alphabet=st.sampled_from("abcdefghijklmnopqrstuvwxyz -_0123456789ÄéЖ"), min_size=1, max_size=20).map(clean_label).filter(bool)
 
 
 def image_sizes(max_ratio: float | None):
@@ -92,7 +93,7 @@ def test_every_codec_is_registered_and_documents_its_step():
 
 @pytest.mark.parametrize(
     "family,label",
-    [("paligemma", "a;b"), ("paligemma", "x<y"), ("florence2", "x<loc_1>"), ("qwen2_vl", "a<|box_end|>"), ("json", ""), ("json", " padded ")],
+    [("paligemma", "a;b"), ("paligemma", "x<y"), ("florence2", "x<loc_1>"), ("qwen2_vl", "a<|box_end|>"), ("json", ""), ("json", " padded "), ("json", "two  spaces"), ("paligemma", "tab\tinside")],
 )
 def test_labels_that_would_break_the_format_are_refused(family, label):
     with pytest.raises(ValueError, match="label"):

@@ -9,17 +9,26 @@ its family's space (resized pixels, 0-1000, 1024 or 1000 bins) and back.
 answer, swapped corners, values off the image — it returns the boxes it can recover (corners
 ordered, clipped to the image, empty ones dropped) and sets ``failed`` when the text did not
 follow the format cleanly, so callers can count a parse-failure rate.
+
+Two things every codec shares are done here, once: the answer is looked for after a finished
+reasoning block (``<think>…</think>``) and inside ``<answer>…</answer>`` when the model wrote one
+(an unfinished ``<think>`` holds no answer); and labels follow one policy
+(:mod:`vlmdet.codecs.labels`: whitespace, empty labels, then — given ``classes`` — case and plural
+forms mapped to the class).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from vlmdet.codecs.labels import clean_label, match_classes
 
 
 @dataclass
@@ -106,8 +115,12 @@ def finish(
         if x2 <= x1 or y2 <= y1:
             skipped += 1
             continue
+        label = clean_label(label)
+        if not label:  # the label policy: a box that says not what it is was not answered
+            skipped += 1
+            continue
         keep_boxes.append([x1, y1, x2, y2])
-        keep_labels.append(str(label).strip())
+        keep_labels.append(label)
         keep_spans.append((int(span[0]), int(span[1])))
     boxes = np.asarray(keep_boxes, dtype=np.float64) if keep_boxes else empty_boxes()
     return Decoded(boxes, keep_labels, failed=failed or skipped > 0, skipped=skipped, raw=text, spans=keep_spans)
@@ -134,18 +147,26 @@ class Codec(ABC):
         """Constructor settings, saved beside a trained model so later commands rebuild this codec."""
         return {}
 
-    def decode(self, text: Any, image_wh: Sequence[int]) -> Decoded:
-        """Recover boxes (original pixels) and labels from a model answer. Never raises."""
+    def decode(self, text: Any, image_wh: Sequence[int], classes: Sequence[str] | None = None) -> Decoded:
+        """Recover boxes (original pixels) and labels from a model answer. Never raises.
+
+        ``classes``: the class list the labels are matched to (case, plural: :mod:`vlmdet.codecs.labels`)."""
         try:
             wh = check_image_wh(image_wh)
         except Exception:  # noqa: BLE001 - a decoder never raises, even on a bad size
             return Decoded(empty_boxes(), [], failed=True, raw=str(text))
         if not isinstance(text, str):
             return Decoded(empty_boxes(), [], failed=True, raw=repr(text))
+        start, end = answer_region(text)
         try:
-            return self._decode(text, wh)
+            out = self._decode(text[start:end], wh)
         except Exception:  # noqa: BLE001 - junk of any shape must give "no boxes", not a crash
             return Decoded(empty_boxes(), [], failed=True, raw=text)
+        if start or end != len(text):
+            out.spans = [(a + start, b + start) for a, b in out.spans]
+            out.raw = text
+        out.labels = match_classes(out.labels, classes)
+        return out
 
     #: substrings a label may not contain because they would make the target text ambiguous
     forbidden_in_labels: tuple[str, ...] = ()
@@ -155,11 +176,32 @@ class Codec(ABC):
         if len(boxes) != len(labels):
             raise ValueError(f"{len(boxes)} boxes but {len(labels)} labels")
         for label in labels:
-            if not isinstance(label, str) or not label.strip() or label != label.strip():
-                raise ValueError(f"label {label!r} must be a non-empty string without surrounding spaces")
+            if not isinstance(label, str) or not label.strip() or label != clean_label(label):
+                # decoding cleans whitespace the same way (the label policy), so this label could not come back
+                raise ValueError(f"label {label!r} must be a non-empty string without surrounding spaces or runs of whitespace inside; "
+                                 f"rename it (e.g. {clean_label(label)!r})")
             bad = [s for s in self.forbidden_in_labels if s in label]
             if bad:
                 raise ValueError(f"label {label!r} contains {bad[0]!r}, which the {self.name} format cannot carry; rename the class")
+
+
+_THINK_END = re.compile(r"</think\s*>", re.I)
+_ANSWER = re.compile(r"<answer\s*>(.*?)(?:</answer\s*>|$)", re.I | re.S)
+
+
+def answer_region(text: str) -> tuple[int, int]:
+    """Where the answer is in ``text``: after the last ``</think>`` (nowhere while a ``<think>`` is
+    unfinished — the answer was cut off in its reasoning), inside ``<answer>…</answer>`` if written."""
+    start, end = 0, len(text)
+    closes = list(_THINK_END.finditer(text))
+    if closes:
+        start = closes[-1].end()
+    elif re.search(r"<think\s*>", text, re.I):
+        return end, end
+    m = _ANSWER.search(text, start)
+    if m:
+        start, end = m.start(1), m.end(1)
+    return start, end
 
 
 def quantize_pair(lo: float, hi: float, q, top: int) -> tuple[int, int]:

@@ -10,13 +10,18 @@ Target text (Qwen style, as the Instruct models answer grounding prompts)::
     ```
 
 The generic ``json`` codec writes the same list on one line without the fence (fewer tokens for a
-model with no prior habit). Decoding accepts both, with or without fence, prose around it,
-trailing commas, truncation (complete objects before the cut are kept), ``bbox``/``box`` keys and
-numbers written as strings.
+model with no prior habit). Decoding accepts both, with or without fence (of any language tag),
+prose around it, trailing commas, truncation (complete objects before the cut are kept),
+``bbox``/``box`` keys, numbers written as strings, corners written as two points
+(``[[x1, y1], [x2, y2]]``), the list written as a Python literal (single quotes, as chat models
+sometimes answer; read with ``ast.literal_eval``, which evaluates literals only) and the list held
+in an object under any key (``{"objects": [...]}``). Items that are not boxes (``point_2d``,
+polygons) are skipped and counted, never turned into boxes.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import re
@@ -29,7 +34,7 @@ from vlmdet.codecs.base import Codec, Decoded, as_boxes, check_image_wh, finish,
 
 _BOX_KEYS = ("bbox_2d", "bbox", "box", "bbox2d")
 _LABEL_KEYS = ("label", "name", "class", "category")
-_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)(?:```|$)", re.S)
+_FENCE = re.compile(r"```(?:[A-Za-z]+\b)?\s*(.*?)(?:```|$)", re.S)
 _DECODER = json.JSONDecoder()
 
 
@@ -52,6 +57,77 @@ def _element_spans(body: str, start: int, n: int) -> list[tuple[int, int]] | Non
     return spans
 
 
+def _loads(text: str) -> Any:
+    """JSON, or the same data written as a Python literal (``{'label': 'cat'}``, ``True``).
+
+    ``ast.literal_eval`` evaluates literals only (no names, calls or attribute access), so a model's
+    answer cannot run code. Raises ``ValueError`` when it is neither."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(text)
+    except Exception as exc:  # noqa: BLE001 - SyntaxError, MemoryError, RecursionError...: not a literal
+        raise ValueError(str(exc)) from None
+
+
+def _brace_spans(body: str) -> list[tuple[int, int]]:
+    """``(start, stop)`` of every balanced ``{...}`` in ``body`` (any depth, in order of start),
+    quotes of either kind respected."""
+    spans, stack, quote, i = [], [], None, 0
+    while i < len(body):
+        c = body[i]
+        if quote:
+            if c == "\\":
+                i += 1
+            elif c == quote:
+                quote = None
+        elif c in "\"'":
+            quote = c
+        elif c == "{":
+            stack.append(i)
+        elif c == "}" and stack:
+            spans.append((stack.pop(), i + 1))
+        i += 1
+    return sorted(spans)
+
+
+def _spans_of(items: list[Any], body: str, offset: int) -> list[tuple[int, int]]:
+    """Where each of ``items`` (dicts, in order) was written in ``body``: the next balanced object
+    that reads as the same value; the whole body when none does."""
+    found, pos, braces = [], 0, _brace_spans(body)
+    for item in items:
+        span = None
+        for a, b in braces:
+            if a < pos:
+                continue
+            try:
+                same = _loads(body[a:b]) == item
+            except ValueError:
+                same = False
+            if same:
+                span, pos = (a, b), b
+                break
+        found.append(span or (0, len(body)))
+    return [(offset + a, offset + b) for a, b in found]
+
+
+def _box_list(data: Any, depth: int = 0) -> list[Any] | None:
+    """The list of box objects inside a wrapping object (``{"objects": [...]}``), searched depth-first."""
+    if depth > 4:
+        return None
+    if isinstance(data, list) and data and all(isinstance(x, dict) for x in data):
+        return data
+    if isinstance(data, dict):
+        for value in data.values():
+            if isinstance(value, (list, dict)):
+                found = _box_list(value, depth + 1)
+                if found is not None:
+                    return found
+    return None
+
+
 def _items_from_text(text: str) -> tuple[list[tuple[Any, tuple[int, int]]], bool]:
     """JSON items in ``text`` with the characters each came from, and whether that needed salvage
     (not one clean JSON list/object)."""
@@ -62,22 +138,28 @@ def _items_from_text(text: str) -> tuple[list[tuple[Any, tuple[int, int]]], bool
     whole = (offset, offset + len(body))
     if body.startswith("{"):
         try:
-            data = json.loads(body)
-            if isinstance(data, dict):
-                return [(data, whole)], False
+            data = _loads(body)
         except ValueError:
-            pass
+            data = None
+        if isinstance(data, dict):
+            if any(k in data for k in _BOX_KEYS) or _box_list(data) is None:
+                return [(data, whole)], False
+            inner = _box_list(data)
+            return list(zip(inner, _spans_of(inner, body, offset))), False
     start, end = body.find("["), body.rfind("]")
     first_brace = body.find("{")
     # A '[' that comes after the first '{' belongs to an object (a bbox), not to the answer list.
     if start != -1 and end > start and not (first_brace != -1 and first_brace < start):
         try:
-            data = json.loads(body[start : end + 1])
-            if isinstance(data, list):
-                spans = _element_spans(body, start, len(data)) or [(0, len(body))] * len(data)
-                return [(item, (offset + a, offset + b)) for item, (a, b) in zip(data, spans)], False
+            data = _loads(body[start : end + 1])
         except ValueError:
-            pass
+            data = None
+        if isinstance(data, list):
+            spans = _element_spans(body, start, len(data))
+            if spans is None:  # not JSON (a Python literal): find each object by its value
+                dicts = [x if isinstance(x, dict) else None for x in data]
+                spans = [s for s in _spans_of(dicts, body, 0)]
+            return [(item, (offset + a, offset + b)) for item, (a, b) in zip(data, spans)], False
     # Salvage: every complete {...} object anywhere in the text, in order.
     items: list[tuple[Any, tuple[int, int]]] = []
     pos = first_brace
@@ -90,6 +172,18 @@ def _items_from_text(text: str) -> tuple[list[tuple[Any, tuple[int, int]]], bool
         if isinstance(obj, dict):
             items.append((obj, (offset + pos, offset + stop)))
         pos = body.find("{", stop)
+    if not items:  # objects written as Python literals: the outermost balanced ones that read as such
+        taken = 0
+        for a, b in _brace_spans(body):
+            if a < taken:
+                continue
+            try:
+                obj = _loads(body[a:b])
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                items.append((obj, (offset + a, offset + b)))
+                taken = b
     return items, True
 
 
@@ -98,6 +192,8 @@ def _box_and_label(item: Any) -> tuple[list[float], str] | None:
         return None
     box = next((item[k] for k in _BOX_KEYS if k in item), None)
     label = next((item[k] for k in _LABEL_KEYS if k in item), None)
+    if isinstance(box, (list, tuple)) and len(box) == 2 and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in box):
+        box = [*box[0], *box[1]]  # corners written as two points
     if not isinstance(box, (list, tuple)) or len(box) != 4 or label is None or isinstance(label, (dict, list)):
         return None
     try:

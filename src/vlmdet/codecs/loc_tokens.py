@@ -27,7 +27,7 @@ from vlmdet.codecs.base import Codec, Decoded, as_boxes, check_image_wh, finish,
 _PALI_OBJ = re.compile(r"((?:<loc\d{4}>){4})\s*([^;<]*)")
 _PALI_LOC = re.compile(r"<loc(\d{4})>")
 _FLO_LOC = re.compile(r"<loc_(\d+)>")
-_FLO_OBJ = re.compile(r"([^<]*?)((?:<loc_\d+>){4,})")
+_BROKEN_LOC = re.compile(r"<?/?loc_\d*>?|<[^>]*$|^[^<]*>")  # a location token's pieces left by a cut
 
 
 class PaliGemmaCodec(Codec):
@@ -98,26 +98,39 @@ class Florence2Codec(Codec):
         w, h = image_wh
         text_clean, where = _without(text, ("<s>", "</s>", "<pad>"))
         bw, bh = w / self.bins, h / self.bins
-        boxes, labels, spans, skipped = [], [], [], 0
-        for m in _FLO_OBJ.finditer(text_clean):
-            label = m.group(1).strip()
-            label_start = m.start(1) + len(m.group(1)) - len(m.group(1).lstrip())
-            groups = list(_FLO_LOC.finditer(m.group(2)))
-            locs = [int(g.group(1)) for g in groups]
-            # Like Florence2PostProcessor: one phrase may carry several boxes (groups of 4 locs).
-            for i in range(0, len(locs) - len(locs) % 4, 4):
-                x1, y1, x2, y2 = locs[i : i + 4]
-                if not label:
-                    skipped += 1
-                    continue
-                boxes.append([(x1 + 0.5) * bw, (y1 + 0.5) * bh, (x2 + 0.5) * bw, (y2 + 0.5) * bh])
-                labels.append(label)
-                end = m.start(2) + groups[i + 3].end()
-                spans.append((where[label_start], where[end - 1] + 1))
-            skipped += 1 if len(locs) % 4 else 0
-        # Every <loc_> must belong to a complete group of four after a label.
-        used = 4 * (len(boxes) + skipped)
-        failed = len(_FLO_LOC.findall(text_clean)) > used or (not boxes and text_clean.strip() != "")
+        boxes, labels, spans, skipped, broken = [], [], [], 0, False
+        # Walk the answer as text pieces and <loc_N> tokens. A piece with text starts an object;
+        # every four locations after it are one of its boxes (like Florence2PostProcessor, one phrase
+        # may carry several). An object cut short (fewer than four locations before the next piece)
+        # is skipped, and the broken token text it left (``<loc_3``, ``loc_5>``) never reaches the
+        # next object's label.
+        locs = list(_FLO_LOC.finditer(text_clean))
+        label, label_start, pending, n_boxes = "", 0, [], 0
+        pieces = [(0, locs[0].start() if locs else len(text_clean))] + [
+            (m.end(), locs[i + 1].start() if i + 1 < len(locs) else len(text_clean)) for i, m in enumerate(locs)
+        ]
+        for i, (a, b) in enumerate(pieces):
+            piece = text_clean[a:b]
+            cleaned = _BROKEN_LOC.sub(" ", piece)
+            broken |= cleaned != piece
+            cleaned = cleaned.strip()
+            if cleaned or i == 0:
+                if len(pending) % 4 or (label and not n_boxes):
+                    skipped += 1  # the previous object was cut short
+                label, pending, n_boxes = cleaned, [], 0
+                label_start = a + max(piece.find(cleaned), 0) if cleaned else a
+            if i < len(locs):
+                pending.append(locs[i])
+                if len(pending) % 4 == 0:
+                    x1, y1, x2, y2 = (int(m.group(1)) for m in pending[-4:])
+                    boxes.append([(x1 + 0.5) * bw, (y1 + 0.5) * bh, (x2 + 0.5) * bw, (y2 + 0.5) * bh])
+                    labels.append(label)  # an empty one is dropped and counted by the label policy
+                    n_boxes += 1
+                    start = min(label_start, pending[-4].start()) if label else pending[-4].start()
+                    spans.append((where[start], where[pending[-1].end() - 1] + 1))
+        if len(pending) % 4 or (label and not n_boxes):
+            skipped += 1  # the last object was cut short (the answer ran out of tokens)
+        failed = broken or (not boxes and text_clean.strip() != "")
         return finish(boxes, labels, image_wh, failed=failed, skipped=skipped, text=text, spans=spans)
 
 
