@@ -13,3 +13,14 @@ from each model family's space.
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+__all__ = ["Detector", "__version__"]
+
+
+def __getattr__(name: str):
+    # `from vlmdet import Detector` without importing torch and transformers for `import vlmdet`
+    if name == "Detector":
+        from vlmdet.api import Detector
+
+        return Detector
+    raise AttributeError(f"module 'vlmdet' has no attribute {name!r}")

@@ -135,6 +135,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from vlmdet.export import export_model
+
+    export_model(args.model, args.out, merge=args.merge, dtype=args.dtype, push_to_hub=args.push_to_hub, overwrite=args.overwrite,
+                 generation=_generation(args.generation))
+    return 0
+
+
 def _cmd_doctor(args: argparse.Namespace, extra: list[str]) -> int:
     from vlmdet.doctor import run_doctor
 
@@ -293,6 +301,17 @@ def build_parser() -> argparse.ArgumentParser:
     _decoding_args(p)
     p.set_defaults(func=_cmd_predict)
 
+    p = sub.add_parser("export", help="a run folder as a plain model folder (LoRA merged) that transformers and inference servers load")
+    p.add_argument("--model", required=True, help="the run folder (vlmdet train / vlmdet rl output)")
+    p.add_argument("--out", required=True, help="the folder to write (must be new or empty, unless --overwrite)")
+    p.add_argument("--merge", action="store_true", help="merge a LoRA run's adapters into the base weights (required for LoRA runs)")
+    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16", help="dtype of the saved weights (default bfloat16)")
+    p.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="also upload the folder to this hub repo (one commit)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it holds files")
+    p.add_argument("--generation", action="append", metavar="KEY=VALUE",
+                   help="a GenerationConfig setting over vlmdet's greedy decoding, written to generation_config.json; repeatable")
+    p.set_defaults(func=_cmd_export)
+
     p = sub.add_parser("doctor", help="check labels, coordinates, gradients and overfitting for a train config (--rl: the rewards of an rl config)")
     p.add_argument("--config", default=None, help="the train config (default with no overrides: the demo's, --config demo)")
     p.add_argument("--out", default=None, help="where to write the HTML/PNG evidence (default: <output_dir>/doctor)")
@@ -334,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "wants_extra", False):
             return int(args.func(args, extra) or 0)
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:  # user errors: one clear line, no traceback
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:  # user errors: one clear line, no traceback
         if os.environ.get("VLMDET_DEBUG"):
             raise
         print(f"vlmdet {args.command}: error: {exc} (VLMDET_DEBUG=1 shows the traceback)", file=sys.stderr)
