@@ -5,7 +5,7 @@ images, held-out val split) and checks the before/after report. No timing is ass
 wall time is measured by ``benchmarks/bench_train.py time-to-quality``.
 
 The floor is issue 4's bar (mAP50 >= 0.5 within 10 minutes on 2 CPU cores); the demo measured
-0.699 after 2000 steps, 9 min 47 s wall.
+0.664 after 2000 steps in training (0.674 by vlmdet eval), 8 min 33 s wall.
 """
 
 from __future__ import annotations
