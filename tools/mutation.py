@@ -4,6 +4,7 @@ tests that should catch them, and report the share caught per module.
     .venv/bin/pip install -c requirements/constraints.txt mutmut     # once (not a test dependency)
     .venv/bin/python tools/mutation.py --sample 50                    # 50 mutants per module, ~25 min on 2 cores
     .venv/bin/python tools/mutation.py                                # every mutant (~2400), hours
+    .venv/bin/python tools/mutation.py --rerun-timeouts               # the mutants that timed out, again (idle machine)
     .venv/bin/python tools/mutation.py --report                       # the table of the last run only
 
 mutmut (a well-kept tool: https://github.com/boxed/mutmut) does the work: it copies the package into
@@ -32,7 +33,6 @@ MODULES = {  # module group -> files (relative to src/vlmdet)
     "predictor": ["predict/predictor.py"],
     "recipe": ["train/recipe.py"],
 }
-CAUGHT, MISSED = {1, 3, 36, -24, 24, 152, 255}, {0}
 
 
 def sample_names(per_module: int, seed: int = 0) -> list[str]:
@@ -52,7 +52,10 @@ def sample_names(per_module: int, seed: int = 0) -> list[str]:
 
 
 def report() -> dict[str, dict[str, int]]:
-    """Per module group: caught / survived / other, from mutmut's result files in ``mutants/``."""
+    """Per module group: mutants by mutmut's own verdict (killed, timeout, survived, no tests...),
+    from its result files in ``mutants/``; mutants a sampled run did not reach are left out."""
+    from mutmut.stats import status_by_exit_code
+
     table: dict[str, dict[str, int]] = {}
     for group, files in MODULES.items():
         counts: Counter = Counter()
@@ -63,22 +66,24 @@ def report() -> dict[str, dict[str, int]]:
             for code in json.loads(meta.read_text())["exit_code_by_key"].values():
                 if code is None:
                     continue  # not run (a sampled run leaves the rest unchecked)
-                counts["caught" if code in CAUGHT else "survived" if code in MISSED else "no test reached it" if code in (5, 33) else "other"] += 1
+                counts[status_by_exit_code.get(code, "other")] += 1
         table[group] = dict(counts)
     return table
 
 
 def print_table(table: dict[str, dict[str, int]]) -> None:
-    print(f"{'module':10s} {'mutants':>8s} {'caught':>7s} {'survived':>9s} {'no test':>8s} {'kill rate':>10s}")
-    total = Counter()
-    for group, c in table.items():
-        n = sum(c.values())
-        judged = c.get("caught", 0) + c.get("survived", 0) + c.get("no test reached it", 0)
-        rate = c.get("caught", 0) / judged if judged else float("nan")
-        print(f"{group:10s} {n:8d} {c.get('caught', 0):7d} {c.get('survived', 0):9d} {c.get('no test reached it', 0):8d} {rate:10.1%}")
-        total.update(c)
-    judged = total["caught"] + total["survived"] + total["no test reached it"]
-    print(f"{'all':10s} {sum(total.values()):8d} {total['caught']:7d} {total['survived']:9d} {total['no test reached it']:8d} {total['caught'] / max(judged, 1):10.1%}")
+    """Kill rate = killed / (killed + survived + no tests). A timeout is listed apart: it can be a
+    mutant that loops (caught) or a test slowed by a busy machine — rerun those to tell."""
+    cols = ("killed", "timeout", "survived", "no tests")
+    print(f"{'module':10s} {'mutants':>8s} " + " ".join(f"{c:>9s}" for c in cols) + f" {'kill rate':>10s}")
+    total: Counter = Counter()
+    for group, c in list(table.items()) + [("all", None)]:
+        c = total if c is None else c
+        judged = c.get("killed", 0) + c.get("survived", 0) + c.get("no tests", 0)
+        rate = c.get("killed", 0) / judged if judged else float("nan")
+        print(f"{group:10s} {sum(c.values()):8d} " + " ".join(f"{c.get(k, 0):9d}" for k in cols) + f" {rate:10.1%}")
+        if group != "all":
+            total.update(c)
 
 
 def main() -> None:
@@ -87,6 +92,7 @@ def main() -> None:
     p.add_argument("--max-children", type=int, default=2)
     p.add_argument("--fresh", action="store_true", help="forget the previous run's results (mutants/)")
     p.add_argument("--sample", type=int, default=0, help="run N mutants per module, drawn with a fixed seed (0: all)")
+    p.add_argument("--rerun-timeouts", action="store_true", help="run again only the mutants that timed out (do it on an idle machine)")
     args = p.parse_args()
     if not args.report:
         mutmut = Path(sys.executable).parent / "mutmut"
@@ -95,7 +101,20 @@ def main() -> None:
         if args.fresh:
             shutil.rmtree(ROOT / "mutants", ignore_errors=True)
         names: list[str] = []
-        if args.sample:
+        if args.rerun_timeouts:
+            from mutmut.stats import status_by_exit_code
+
+            for files in MODULES.values():
+                for rel in files:
+                    meta = ROOT / "mutants" / "src" / "vlmdet" / (rel + ".meta")
+                    if meta.is_file():
+                        codes = json.loads(meta.read_text())["exit_code_by_key"]
+                        names += [k for k, v in codes.items() if v is not None and status_by_exit_code.get(v) == "timeout"]
+            print(f"running {len(names)} mutants that timed out again", flush=True)
+            if not names:
+                print_table(report())
+                return
+        elif args.sample:
             # mutmut plants every mutant (and runs the tests once to learn which reach what) on any
             # run; asking for a name that does not exist runs no mutant, so the names can be listed
             subprocess.run([str(mutmut), "run", "--max-children", str(args.max_children), "vlmdet.__none__"], cwd=ROOT, check=False)

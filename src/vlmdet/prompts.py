@@ -12,6 +12,8 @@ chat_json  ``Locate every instance that belongs to the following categories: "a,
 qwen2_vl   ``Detect all objects of these categories: a, b.`` / ``Find <|object_ref_start|>...``
 paligemma  ``detect a ; b``                             ``detect <phrase>``
 florence2  ``<OD>``                                     ``<CAPTION_TO_PHRASE_GROUNDING><phrase>``
+internvl   ``Please provide the bounding box coordinates of every object of these categories: a, b.``
+           ``Please provide the bounding box coordinate of the region this sentence describes: <ref>phrase</ref>``
 ========== ============================================================================
 
 The chat_json wording follows the Qwen2.5-VL grounding cookbook, so a real base model
@@ -28,7 +30,7 @@ from typing import Literal
 from vlmdet.codecs.labels import clean_label
 
 TaskKind = Literal["detect", "detect_named", "ground"]
-PROMPT_STYLES = ("chat_json", "qwen2_vl", "paligemma", "florence2")
+PROMPT_STYLES = ("chat_json", "qwen2_vl", "paligemma", "florence2", "internvl")
 
 # What separates or frames class names in each style's prompt: a class name holding one of these
 # would be read as two classes (or end the list), so it is refused rather than silently split.
@@ -36,6 +38,7 @@ CLASS_SEPARATORS = {
     "chat_json": (",", '"'),
     "qwen2_vl": (",", "<|"),
     "paligemma": (";", "<"),
+    "internvl": (",", "<"),
     "florence2": (" . ", "<"),
 }
 
@@ -97,6 +100,8 @@ def build_prompt(task: Task, style: str) -> str:
             return f"<CAPTION_TO_PHRASE_GROUNDING>{phrase}"
         if style == "qwen2_vl":
             return f"Find <|object_ref_start|>{phrase}<|object_ref_end|>"
+        if style == "internvl":  # InternVL's own grounding prompt (its RefCOCO evaluation)
+            return f"Please provide the bounding box coordinate of the region this sentence describes: <ref>{phrase}</ref>"
         return f'Locate "{phrase}" in the image. Report bbox coordinates in JSON format.'
     check_class_names(task.classes, style)
     names = ", ".join(task.classes)
@@ -108,6 +113,8 @@ def build_prompt(task: Task, style: str) -> str:
         return "<OD>" if task.kind == "detect" else f"<OPEN_VOCABULARY_DETECTION>{' . '.join(task.classes)}"
     if style == "qwen2_vl":
         return f"Detect all objects of these categories: {names}."
+    if style == "internvl":
+        return f"Please provide the bounding box coordinates of every object of these categories: {names}."
     return f'Locate every instance that belongs to the following categories: "{names}". Report bbox coordinates in JSON format.'
 
 

@@ -134,3 +134,22 @@ def test_matching_gives_a_class_or_the_label_itself(label, classes):
     if label in classes:
         assert out == label
     assert clean_label(clean_label(label)) == clean_label(label)
+
+
+INTERNVL = {
+    # InternVL writes every instance of a reference in one <box>
+    "several boxes per reference": ("<ref>cat</ref><box>[[100, 200, 300, 400], [500, 500, 600, 700]]</box>", ["cat", "cat"], False),
+    "one line per object, plural": ("<ref>cats</ref><box>[[100, 200, 300, 400]]</box>\n<ref>Dog</ref><box>[[500, 500, 600, 700]]</box>", ["cat", "dog"], False),
+    "spaces and floats": ("<ref> cat </ref><box>[[ 100.0 ,200, 300 , 400.5 ]]</box>", ["cat"], False),
+    "cut inside the box": ("<ref>cat</ref><box>[[100, 200, 300, 400]]</box><ref>dog</ref><box>[[500, 500, 6", ["cat"], True),
+    "a box with no reference": ("<box>[[100, 200, 300, 400]]</box>", [], True),
+}
+
+
+@pytest.mark.parametrize("case", INTERNVL, ids=list(INTERNVL))
+def test_internvl_answers(case):
+    text, labels, failed = INTERNVL[case]
+    d = get_codec("internvl").decode(text, WH, classes=CLASSES)
+    assert d.labels == labels and d.failed == failed, d
+    if labels:
+        np.testing.assert_allclose(d.boxes[0], [100.0, 100.0, 300.0, 200.0], atol=0.5)

@@ -62,7 +62,7 @@ def _check_roundtrip(codec, wh, boxes, labels):
         assert (decoded.boxes >= 0).all() and (decoded.boxes[:, [0, 2]] <= wh[0]).all() and (decoded.boxes[:, [1, 3]] <= wh[1]).all()
 
 
-@pytest.mark.parametrize("family", ["qwen3_vl", "json", "qwen2_vl", "paligemma", "florence2"])
+@pytest.mark.parametrize("family", [c for c in CODECS if c != "qwen2_5_vl"])  # qwen2_5_vl: its resized space, below
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=boxes_in_image())
 def test_roundtrip_relative_codecs(family, case):

@@ -8,6 +8,7 @@ from PIL import Image
 from transformers import AutoProcessor
 
 from vlmdet.data.cache import ImageCache
+from vlmdet.families import FAMILIES
 from vlmdet.models.processing import model_input_wh, shrink_for_model
 
 
@@ -30,7 +31,7 @@ def test_the_cache_holds_at_most_its_byte_budget_and_still_serves_every_image():
     assert ImageCache(0).get("x", loader(9)) is not None and len(ImageCache(0)) == 0
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "smolvlm", "paligemma", "florence2"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_a_cached_image_gives_the_model_the_same_input(family, tiny_model_dir):
     processor = AutoProcessor.from_pretrained(tiny_model_dir(family))
     rng = np.random.default_rng(0)

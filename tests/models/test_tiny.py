@@ -18,8 +18,17 @@ FAMILIES = {  # model class, processor class, tokenizer class after a save/load 
     "paligemma": ("PaliGemmaForConditionalGeneration", "PaliGemmaProcessor", "GemmaTokenizer"),
     # Florence-2 ships a BART tokenizer config; transformers 5 loads it with its Roberta class
     "florence2": ("Florence2ForConditionalGeneration", "Florence2Processor", "RobertaTokenizer"),
+    "qwen2_vl": ("Qwen2VLForConditionalGeneration", "Qwen2VLProcessor", "Qwen2Tokenizer"),
+    "internvl": ("InternVLForConditionalGeneration", "InternVLProcessor", "Qwen2Tokenizer"),
+    "gemma3": ("Gemma3ForConditionalGeneration", "Gemma3Processor", "GemmaTokenizer"),
 }
-QWEN = ["qwen2_5_vl", "qwen3_vl"]
+QWEN = ["qwen2_5_vl", "qwen3_vl", "qwen2_vl"]
+
+
+def test_every_registered_family_is_listed_here():
+    from vlmdet.families import FAMILIES as REGISTERED
+
+    assert set(FAMILIES) == set(REGISTERED)
 
 
 def _chat(processor, text: str, images: list[Image.Image]):
@@ -40,7 +49,7 @@ def test_loads_offline_with_real_classes(family, tiny_model_dir):
     assert type(model).__name__ == FAMILIES[family][0]
     assert type(processor).__name__ == FAMILIES[family][1]
     assert type(processor.tokenizer).__name__ == FAMILIES[family][2]
-    if family not in ("paligemma", "florence2"):
+    if family not in ("paligemma", "florence2", "gemma3"):
         assert processor.video_processor is not None  # these processors need torchvision's video processor
     info = json.loads((path / TINY_INFO_FILE).read_text())
     assert info["family"] == family and info["parameters"] == sum(p.numel() for p in model.parameters())
@@ -113,6 +122,43 @@ def test_florence2_loc_tokens_and_image_sizes_agree(tiny_model_dir):
     x = processor(images=[Image.new("RGB", (90, 70))], text=["<OD>"], return_tensors="pt")
     # the task token becomes Florence-2's task sentence, framed by <s> ... </s> after the image tokens
     assert tok.decode(x["input_ids"][0][processor.num_image_tokens :]) == "<s>Locate the objects with category name in the image.</s>"
+
+
+def test_internvl_special_tokens_and_image_sizes_agree(tiny_model_dir):
+    path = tiny_model_dir("internvl")
+    config = AutoConfig.from_pretrained(path)
+    processor = AutoProcessor.from_pretrained(path)
+    tok = processor.tokenizer
+    tid = tok.convert_tokens_to_ids
+    assert config.image_token_id == processor.image_token_id == tid("<IMG_CONTEXT>")
+    assert processor.start_image_token == "<img>" and processor.end_image_token == "</img>"
+    assert config.text_config.eos_token_id == tok.eos_token_id == tid("<|im_end|>") and config.text_config.vocab_size == len(tok)
+    side, patch = config.vision_config.image_size[0], config.vision_config.patch_size[0]
+    assert processor.image_seq_length == config.image_seq_length == int((side // patch) ** 2 * config.downsample_ratio**2)
+    # InternVL's own specials come after Qwen's, each one token
+    assert tid("<img>") > tid("<|video_pad|>") and tid("</box>") > tid("<ref>")
+    for t in ["<img>", "</img>", "<IMG_CONTEXT>", "<ref>", "</ref>", "<box>", "</box>", "<|im_start|>"]:
+        assert tok.tokenize(t) == [t]
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}]
+    assert processor.apply_chat_template(messages, add_generation_prompt=True) == "<|im_start|>user\n<IMG_CONTEXT>\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_gemma3_special_tokens_and_image_sizes_agree(tiny_model_dir):
+    path = tiny_model_dir("gemma3")
+    config = AutoConfig.from_pretrained(path)
+    processor = AutoProcessor.from_pretrained(path)
+    tok = processor.tokenizer
+    tid = tok.convert_tokens_to_ids
+    assert config.image_token_id == tid("<image_soft_token>") and config.boi_token_index == tid("<start_of_image>") == processor.image_token_id
+    assert config.eoi_token_index == tid("<end_of_image>") and config.text_config.vocab_size == len(tok)
+    patches = (config.vision_config.image_size // config.vision_config.patch_size) ** 2
+    assert processor.image_seq_length == config.mm_tokens_per_image and patches % config.mm_tokens_per_image == 0
+    for t in ["<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<image_soft_token>", "<bos>", "<eos>"]:
+        assert tok.tokenize(t) == [t]
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}]
+    assert processor.apply_chat_template(messages, add_generation_prompt=True) == "<bos><start_of_turn>user\n<start_of_image>hi<end_of_turn>\n<start_of_turn>model\n"
+    gen = json.loads((path / "generation_config.json").read_text())
+    assert tid("<end_of_turn>") in gen["eos_token_id"]  # the -it checkpoints stop at the end of the turn
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

@@ -16,7 +16,7 @@ from vlmdet.cli import main
 from vlmdet.data.readers import open_dataset
 from vlmdet.rows import TaskSettings, canonical_order
 
-FAMILIES = ["qwen2_5_vl", "qwen3_vl", "smolvlm", "paligemma", "florence2"]
+from vlmdet.families import FAMILIES
 REMAP = {1: 3, 2: 7, 3: 11, 4: 42}  # non-contiguous, like real COCO's 1..90 with gaps
 
 

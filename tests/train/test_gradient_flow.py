@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from vlmdet.data.readers import open_dataset
-from vlmdet.families import get_family
+from vlmdet.families import FAMILIES, get_family
 from vlmdet.rows import TaskSettings
 from vlmdet.train.collator import DetectionCollator
 from vlmdet.train.config import TrainConfig
@@ -50,7 +50,7 @@ def _two_steps(model, batch):
 CASES = [(setup, False) for setup in SETUPS] + [("lora", True), ("lora+vision_lora", True)]
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "smolvlm", "paligemma", "florence2"])
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize(("setup", "reentrant"), CASES)
 def test_every_trainable_parameter_gets_a_gradient(family, setup, reentrant, tiny_model_dir, synth_dir):
     path = tiny_model_dir(family)

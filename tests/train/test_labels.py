@@ -7,7 +7,8 @@ import torch
 from transformers import AutoProcessor
 
 from vlmdet.data.readers import open_dataset
-from vlmdet.families import get_family
+from vlmdet.families import FAMILIES, get_family
+from vlmdet.models.processing import image_feature_token_id
 from vlmdet.rows import TaskSettings
 from vlmdet.train.collator import DetectionCollator, SequenceTooLongError
 
@@ -18,7 +19,15 @@ TURN = {
     "qwen3_vl": ("", "<|im_end|>\n", "<|im_start|>assistant\n"),
     "smolvlm": (" ", "<end_of_utterance>\n", "Assistant:"),
     "paligemma": ("", "<eos>", "\n"),  # prefix "<image>*N<bos>detect ...\n", suffix target + <eos>
+    "qwen2_vl": ("", "<|im_end|>\n", "<|im_start|>assistant\n"),
+    "internvl": ("", "<|im_end|>\n", "<|im_start|>assistant\n"),
+    "gemma3": ("", "<end_of_turn>\n", "<start_of_turn>model\n"),
 }
+
+
+def test_every_decoder_only_family_has_its_turn_here():
+    """A new family's chat template must be written down here (an oracle independent of vlmdet)."""
+    assert set(TURN) == {f for f in FAMILIES if get_family(f).answer_layout != "seq2seq"}
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +42,14 @@ def test_label_span_is_exactly_the_target(family, tiny_model_dir, train_split):
     samples = train_split.samples[:6]
     batch = DetectionCollator(processor, layout=get_family(family).answer_layout)([settings.row(s) | {"id": s.id} for s in samples])
     tok = processor.tokenizer
-    image_id = processor.image_token_id
+    image_id = image_feature_token_id(processor)
     lead, end, prompt_end = TURN[family]
     for i, s in enumerate(samples):
         labels, ids, mask = batch["labels"][i], batch["input_ids"][i], batch["attention_mask"][i]
         trained = labels != -100
         assert tok.decode(labels[trained]) == lead + settings.target(s) + end
         assert torch.equal(labels[trained], ids[trained])  # labels are the input ids themselves (shifted in the model)
-        assert not trained[ids == image_id].any(), "an image token is trained"
+        assert (ids == image_id).sum() > 0 and not trained[ids == image_id].any(), "no image tokens, or an image token is trained"
         assert not trained[mask == 0].any(), "a pad token is trained"
         # everything before the first trained token is the prompt, and none of it is trained
         first = int(trained.nonzero()[0])

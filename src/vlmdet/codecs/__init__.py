@@ -11,6 +11,7 @@ json         same list, one line, no fence (generic chat VLMs)    relative 0–1
 qwen2_vl     ``<|object_ref_start|>l<|object_ref_end|><|box_start|>(x1,y1),(x2,y2)<|box_end|>``  [0, 1000)
 paligemma    ``<locY1><locX1><locY2><locX2> label ; ...``         1024 bins, y first
 florence2    ``label<loc_X1><loc_Y1><loc_X2><loc_Y2>...``         1000 bins, floor, bin centre
+internvl     ``<ref>label</ref><box>[[x1, y1, x2, y2]]</box>``      relative 0–1000
 ============ ==================================================== ==============================
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from vlmdet.codecs.base import Codec, Decoded
+from vlmdet.codecs.internvl import InternVLCodec
 from vlmdet.codecs.json_boxes import JsonBoxCodec
 from vlmdet.codecs.loc_tokens import Florence2Codec, PaliGemmaCodec
 from vlmdet.codecs.qwen2_vl import Qwen2VLCodec
@@ -46,6 +48,7 @@ CODECS = {
     "qwen2_vl": lambda **s: Qwen2VLCodec(**s),
     "paligemma": lambda **s: PaliGemmaCodec(**s),
     "florence2": lambda **s: Florence2Codec(**s),
+    "internvl": lambda **s: InternVLCodec(**s),
 }
 
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from vlmdet.config import RunConfig
+from vlmdet.models.processing import image_feature_token_id
 
 
 @dataclass
@@ -138,7 +139,7 @@ def check_labels(ctx: DoctorContext) -> CheckResult:
         batch = _collator(ctx)(_rows(ctx, samples))
     except ValueError as exc:
         return CheckResult("labels", False, "the collator refused the batch", [str(exc)], "image tokens and image features disagree (truncation or a processor/model mismatch)", "never truncate (max_length: null); load processor and model from the same folder")
-    image_id = getattr(ctx.processor, "image_token_id", None)
+    image_id = image_feature_token_id(ctx.processor)
     problems, pages = [], []
     console = Console(highlight=False)
     seq2seq = ctx.family.answer_layout == "seq2seq"

@@ -16,6 +16,9 @@ _MODULES = {
     "smolvlm": "vlmdet.families.smolvlm",
     "paligemma": "vlmdet.families.paligemma",
     "florence2": "vlmdet.families.florence2",
+    "qwen2_vl": "vlmdet.families.qwen2_vl",
+    "internvl": "vlmdet.families.internvl",
+    "gemma3": "vlmdet.families.gemma3",
 }
 
 __all__ = ["Family", "TinySpec", "FAMILIES", "get_family", "family_for_model"]

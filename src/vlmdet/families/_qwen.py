@@ -95,6 +95,16 @@ def build_qwen_tokenizer(spec: TinySpec) -> Qwen2Tokenizer:
     return tokenizer
 
 
+def mrope_sections(spec: TinySpec) -> list[int]:
+    """M-RoPE's (temporal, height, width) split of the head_dim / 2 rotary frequencies, which must add
+    up exactly; the real 7B models use [16, 24, 24] for head_dim 128 — the same 1:1.5:1.5 shape."""
+    half = spec.hidden_size // spec.num_heads // 2
+    mrope = list(spec.mrope_section) if spec.mrope_section else [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8]
+    if sum(mrope) != half:
+        raise ValueError(f"mrope_section {mrope} must sum to head_dim / 2 = {half}")
+    return mrope
+
+
 def qwen_token_ids(tokenizer: Qwen2Tokenizer) -> dict[str, int]:
     """The config fields that name special-token ids, read from ``tokenizer`` (so they always agree)."""
     tid = tokenizer.convert_tokens_to_ids

@@ -46,6 +46,13 @@ def _loc_corpus(n: int = 2000, seed: int = 0):
 
 def build_tokenizer(spec: TinySpec) -> GemmaTokenizer:
     """A ``GemmaTokenizer`` (BPE with byte fallback, ``▁`` for spaces, digits one per token) trained locally."""
+    vocab, merges = gemma_vocab(spec)
+    return GemmaTokenizer(vocab=vocab, merges=merges, model_max_length=8192)
+
+
+def gemma_vocab(spec: TinySpec) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Gemma's vocabulary layout, trained locally: its five specials, the 256 byte-fallback tokens,
+    then BPE merges (Gemma 2 for PaliGemma, Gemma 3 adds its own specials after these)."""
     tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
     tok.normalizer = normalizers.Replace(" ", "▁")
     # Training only: split words and single digits, so no merge ever joins two digits or crosses a
@@ -66,8 +73,7 @@ def build_tokenizer(spec: TinySpec) -> GemmaTokenizer:
     for t in sorted(trained, key=trained.get):
         if t not in vocab and not t.startswith("<loc"):
             vocab[t] = len(vocab)
-    tokenizer = GemmaTokenizer(vocab=vocab, merges=merges, model_max_length=8192)
-    return tokenizer
+    return vocab, merges
 
 
 def build_tiny(out: Path, spec: TinySpec) -> Path:

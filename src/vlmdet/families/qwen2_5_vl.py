@@ -19,6 +19,7 @@ from transformers import (
 from vlmdet.families._qwen import (
     QWEN2_VL_CHAT_TEMPLATE,
     build_qwen_tokenizer,
+    mrope_sections,
     qwen_resize_settings,
     qwen_token_ids,
 )
@@ -41,13 +42,7 @@ def build_tiny(out: Path, spec: TinySpec) -> Path:
         video_processor=video_processor,
         chat_template=QWEN2_VL_CHAT_TEMPLATE,
     )
-    head_dim = spec.hidden_size // spec.num_heads
-    # M-RoPE splits head_dim / 2 rotary frequencies into (temporal, height, width) sections, which
-    # must add up exactly; the real 7B uses [16, 24, 24] for head_dim 128 — same 1:1.5:1.5 shape.
-    half = head_dim // 2
-    mrope = list(spec.mrope_section) if spec.mrope_section else [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8]
-    if sum(mrope) != half:
-        raise ValueError(f"mrope_section {mrope} must sum to head_dim / 2 = {half}")
+    mrope = mrope_sections(spec)
     config = Qwen2_5_VLConfig(
         text_config=dict(
             vocab_size=len(tokenizer),

@@ -20,8 +20,9 @@ def model_input_wh(processor: Any, image_wh: tuple[int, int]) -> tuple[int, int]
     """``(width, height)`` of an ``image_wh`` image after the processor's resize.
 
     Qwen-VL processors: ``smart_resize`` (a multiple of patch * merge, within min/max pixels); fixed-size
-    processors (SigLIP, CLIP): their height x width; longest-edge processors (Idefics3/SmolVLM): the
-    aspect-preserving size whose longest side is that edge. Raises ``ValueError`` — with the
+    processors (SigLIP, CLIP, a one-tile InternVL): their height x width; longest-edge processors
+    (Idefics3/SmolVLM): the aspect-preserving size whose longest side is that edge; tiling processors
+    (InternVL with several tiles): the image's own size. Raises ``ValueError`` — with the
     processor's own reason — for an image the processor refuses (e.g. Qwen: aspect ratio over 200).
     """
     ip = processor.image_processor
@@ -34,12 +35,26 @@ def model_input_wh(processor: Any, image_wh: tuple[int, int]) -> tuple[int, int]
         max_pixels = size.get("longest_edge") or getattr(ip, "max_pixels", None) or 28 * 28 * 1280
         rh, rw = smart_resize(h, w, factor=ip.patch_size * ip.merge_size, min_pixels=min_pixels, max_pixels=max_pixels)
         return rw, rh
+    if int(getattr(ip, "max_patches", 1) or 1) > 1:
+        # tiling processors (InternVL's GOT-OCR2 crops into up to max_patches tiles + a thumbnail):
+        # the tile grid follows the image's own size and aspect, so the image is kept as it is
+        return w, h
     if size.get("height") and size.get("width"):
         return int(size["width"]), int(size["height"])
     if size.get("longest_edge"):
         s = size["longest_edge"] / max(w, h)
         return max(1, round(w * s)), max(1, round(h * s))
     return w, h
+
+
+def image_feature_token_id(processor: Any) -> int | None:
+    """The id of the token the processor repeats once per image feature (what the model fills with
+    the vision tower's output): the processor's image token — except where that is only a
+    placeholder the processor expands (Gemma 3: ``<start_of_image>`` becomes ``<image_soft_token>`` × N)."""
+    tok = getattr(processor, "tokenizer", None)
+    if getattr(processor, "boi_token", None) is not None and getattr(tok, "image_token_id", None) is not None:
+        return int(tok.image_token_id)
+    return getattr(processor, "image_token_id", None)
 
 
 def image_problem(processor: Any, image_wh: tuple[int, int]) -> str | None:

@@ -36,6 +36,8 @@ from typing import Any
 
 import torch
 
+from vlmdet.models.processing import image_feature_token_id
+
 
 class SequenceTooLongError(ValueError):
     """A sample does not fit ``max_length`` and would have to be truncated."""
@@ -72,7 +74,7 @@ class DetectionCollator:
             raise ValueError(f"unknown answer layout {self.layout!r}; use chat, prefix_suffix or seq2seq")
         self._trl = DataCollatorForVisionLanguageModeling(processor=self.processor, max_length=None, completion_only_loss=self.completion_only)
         if self.image_token_id is None:
-            self.image_token_id = getattr(self.processor, "image_token_id", None)
+            self.image_token_id = image_feature_token_id(self.processor)
 
     def _check_chat_template(self) -> None:
         if getattr(self.processor, "chat_template", None) is None:
@@ -132,7 +134,16 @@ class DetectionCollator:
         if grid is not None:  # Qwen: one token per merged patch of each resized image
             merge = getattr(self.processor.image_processor, "merge_size", 1) ** 2
             expected = (grid.prod(dim=-1) // merge).tolist()
-        elif hasattr(self.processor, "image_seq_length") and self.layout != "seq2seq":  # PaliGemma: a fixed number per image
+        elif hasattr(self.processor, "start_image_token") and "pixel_values" in batch:
+            # InternVL: image_seq_length tokens per tile, a variable number of tiles per image (the
+            # processor does not say which row has how many): compare the batch's totals
+            found = int((batch["input_ids"] == self.image_token_id).sum())
+            expected_total = self.processor.image_seq_length * int(batch["pixel_values"].shape[0])
+            if found != expected_total:
+                raise ValueError(f"samples {', '.join(map(str, ids))}: {found} image tokens in the text but {expected_total} image features; "
+                                 "the prompt was cut or the processor changed")
+            return
+        elif hasattr(self.processor, "image_seq_length") and self.layout != "seq2seq":  # PaliGemma, Gemma 3: a fixed number per image
             expected = [self.processor.image_seq_length] * len(ids)
         else:  # SmolVLM/Idefics3: the processor expands and checks the image tokens itself
             return
