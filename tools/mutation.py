@@ -72,15 +72,16 @@ def report() -> dict[str, dict[str, int]]:
 
 
 def print_table(table: dict[str, dict[str, int]]) -> None:
-    """Kill rate = killed / (killed + survived + no tests). A timeout is listed apart: it can be a
-    mutant that loops (caught) or a test slowed by a busy machine — rerun those to tell."""
+    """Kill rate as mutmut scores it: (killed + timeout) / all run. A timeout is also listed apart: a
+    mutant that loops is caught, but a test slowed by a busy machine looks the same — rerun those
+    with --rerun-timeouts on an idle machine to tell."""
     cols = ("killed", "timeout", "survived", "no tests")
     print(f"{'module':10s} {'mutants':>8s} " + " ".join(f"{c:>9s}" for c in cols) + f" {'kill rate':>10s}")
     total: Counter = Counter()
     for group, c in list(table.items()) + [("all", None)]:
         c = total if c is None else c
-        judged = c.get("killed", 0) + c.get("survived", 0) + c.get("no tests", 0)
-        rate = c.get("killed", 0) / judged if judged else float("nan")
+        judged = sum(c.values())
+        rate = (c.get("killed", 0) + c.get("timeout", 0)) / judged if judged else float("nan")
         print(f"{group:10s} {sum(c.values()):8d} " + " ".join(f"{c.get(k, 0):9d}" for k in cols) + f" {rate:10.1%}")
         if group != "all":
             total.update(c)
@@ -108,8 +109,13 @@ def main() -> None:
                 for rel in files:
                     meta = ROOT / "mutants" / "src" / "vlmdet" / (rel + ".meta")
                     if meta.is_file():
-                        codes = json.loads(meta.read_text())["exit_code_by_key"]
-                        names += [k for k, v in codes.items() if v is not None and status_by_exit_code.get(v) == "timeout"]
+                        data = json.loads(meta.read_text())
+                        codes = data["exit_code_by_key"]
+                        again = [k for k, v in codes.items() if v is not None and status_by_exit_code.get(v) == "timeout"]
+                        for k in again:  # forget the verdict, or mutmut keeps it
+                            codes[k] = None
+                        meta.write_text(json.dumps(data))
+                        names += again
             print(f"running {len(names)} mutants that timed out again", flush=True)
             if not names:
                 print_table(report())
