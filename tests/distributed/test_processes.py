@@ -59,7 +59,7 @@ def test_ddp_two_processes_match_one_process_with_twice_the_batch(tiny_model_dir
     run(torchrun(2, *train_args(model, synth_dir, tmp_path / "two", 4)))
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert len(one) == len(two) == 4
-    assert two == pytest.approx(one, rel=1e-3), (one, two)
+    assert two == pytest.approx(one, rel=1e-5), (one, two)  # the same step: tokens counted over both processes
     assert one[-1] < one[0]  # it trained
     # before/after scoring: the images shared out between the processes, the figures of one process
     a, b = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("one", "two"))
