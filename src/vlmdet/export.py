@@ -34,18 +34,13 @@ import torch
 from vlmdet.models.loading import adapter_base, check_model_source, load_model
 from vlmdet.predict.decoding import Decoding
 from vlmdet.rows import SETTINGS_FILE, TaskSettings
+from vlmdet.run import CONFIG_FILE, log
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
-def _log(msg: str) -> None:
-    print(f"[vlmdet] {msg}", flush=True)
-
-
 def _finetune_mode(src: Path) -> str | None:
     """``lora`` / ``qlora`` / ``full`` as the run recorded it (``train_config.json``), if it did."""
-    from vlmdet.run import CONFIG_FILE
-
     path = src / CONFIG_FILE
     if not path.is_file():
         return None
@@ -101,7 +96,7 @@ def export_model(model: str | Path, out: str | Path, merge: bool = False, dtype:
     api = check_hub(push_to_hub) if push_to_hub else None
 
     if base is not None and mode == "qlora":
-        _log(f"QLoRA run: merging the adapters into the base model de-quantised (loaded in float32, saved in {dtype}). The adapters were "
+        log(f"QLoRA run: merging the adapters into the base model de-quantised (loaded in float32, saved in {dtype}). The adapters were "
              "trained against 4-bit weights, so the merged model may answer slightly differently: check it with "
              f"`vlmdet eval --model {out} --data ...`")
     # merge in float32 (a merge in bfloat16 rounds the sum), cast at the end
@@ -128,10 +123,10 @@ def export_model(model: str | Path, out: str | Path, merge: bool = False, dtype:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     size = sum(p.stat().st_size for p in out.glob("*.safetensors")) / 2**20
-    _log(f"exported {src.name} ({'LoRA merged' if base else 'full'}, {dtype}, {size:.1f} MiB of weights) to {out}; it loads with "
+    log(f"exported {src.name} ({'LoRA merged' if base else 'full'}, {dtype}, {size:.1f} MiB of weights) to {out}; it loads with "
          f"{fam.auto_class}.from_pretrained + AutoProcessor.from_pretrained, or vlmdet.Detector.from_pretrained")
     if api is not None:
         api.create_repo(push_to_hub, exist_ok=True)
         api.upload_folder(folder_path=str(out), repo_id=push_to_hub, commit_message=f"vlmdet export of {src.name}")
-        _log(f"pushed {out} to https://huggingface.co/{push_to_hub} (one commit)")
+        log(f"pushed {out} to https://huggingface.co/{push_to_hub} (one commit)")
     return out

@@ -1,8 +1,8 @@
 """The label policy: how a label a model wrote becomes one of the classes, the same for every codec.
 
-Applied once, by :meth:`vlmdet.codecs.base.Codec.decode` (whitespace and empties, in ``finish``) and
-:meth:`~vlmdet.codecs.base.Codec.decode` with ``classes`` (the class match), so a label means the
-same thing whichever family wrote it:
+Applied once, for every codec, in :mod:`vlmdet.codecs.base` (steps 1–2 in ``finish``, steps 3–6 in
+``Codec.decode`` when it is given ``classes``), so a label means the same thing whichever family
+wrote it:
 
 1. **Whitespace**: stripped, and runs of spaces, tabs or newlines inside it made one space
    (``"traffic \\n light"`` -> ``"traffic light"``).
