@@ -40,6 +40,42 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _holdout(args: argparse.Namespace):
+    from vlmdet.data.splits import Holdout
+
+    return Holdout(args.val_fraction, args.test_fraction, args.seed)
+
+
+def _cmd_data_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from vlmdet.datatools import data_stats
+
+    stats = data_stats(args.data, model=args.model, family=args.family, max_pixels=args.max_pixels, batch_size=args.batch_size,
+                       holdout=_holdout(args), on_bad_data=args.on_bad_data)
+    print(json.dumps(stats.to_dict(), indent=2, default=str) if args.json else stats.text())
+    return 0
+
+
+def _cmd_data_convert(args: argparse.Namespace) -> int:
+    from vlmdet.datatools import data_convert
+
+    done = data_convert(args.data, args.to, args.out, holdout=_holdout(args), on_bad_data=args.on_bad_data)
+    for split, counts in done.items():
+        extra = "".join(f", {v} {k.replace('_', ' ')}" for k, v in counts.items() if k not in ("images", "boxes") and v)
+        print(f"{split:>5}: {counts.get('images', 0)} images, {counts.get('boxes', 0)} boxes{extra}")
+    print(f"{args.to} dataset written to {args.out}")
+    return 0
+
+
+def _cmd_data_show(args: argparse.Namespace) -> int:
+    from vlmdet.datatools import data_show
+
+    out = data_show(args.data, args.out, split=args.split, n=args.n, seed=args.seed, holdout=_holdout(args), on_bad_data=args.on_bad_data)
+    print(f"contact sheet of {args.split} written to {out}")
+    return 0
+
+
 def _run_control(args: argparse.Namespace) -> list[str]:
     """``--resume`` / ``--overwrite`` as config overrides (they steer the run, they are not settings of it)."""
     return [f"{k}=true" for k in ("resume", "overwrite") if getattr(args, k, False)]
@@ -112,7 +148,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     run_eval(
         args.model, args.data, split=args.split, out=args.out, batch_size=args.batch_size, compare=args.compare,
         max_samples=args.max_samples, family=args.family, max_new_tokens=args.max_new_tokens, on_bad_data=args.on_bad_data,
-        generation=_generation(args.generation), confidence=args.confidence,
+        generation=_generation(args.generation), confidence=args.confidence, allow_overlap=args.allow_overlap,
     )
     return 0
 
@@ -271,9 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="score a model on a dataset split: COCO mAP, IoU, parse failures, report + images")
     p.add_argument("--model", required=True, help="trained vlmdet folder, adapter folder, base model folder or hub id")
-    p.add_argument("--data", required=True, action="append", help="dataset spec (COCO json, split folder, data.yaml, .jsonl, hf:<id>); "
-                   "repeat it to score several datasets and their mean")
-    p.add_argument("--split", default="val")
+    p.add_argument("--data", required=True, action="append", help="dataset spec (COCO json, split folder, data.yaml, VOC folder, .csv, "
+                   "Label Studio .json, .jsonl, hf:<id>); repeat it to score several datasets and their mean")
+    p.add_argument("--split", default="val", help="split to score (val also finds valid/validation); a dataset without one is split "
+                   "as the model's training run split it")
+    p.add_argument("--allow-overlap", action="store_true", help="score images that also trained the model, on purpose")
     p.add_argument("--out", default="runs/eval")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--compare", default=None, help="a second model to evaluate on the same split, side by side")
@@ -335,6 +373,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--empty-fraction", type=float, default=None)
     s.add_argument("--max-overlap", type=float, default=None)
     s.set_defaults(func=_cmd_data_synth)
+
+    def data_args(s: argparse.ArgumentParser) -> None:
+        s.add_argument("--data", required=True, help="dataset spec, as train/eval take it (see the README's table)")
+        s.add_argument("--val-fraction", type=float, default=0.2, help="a dataset without an evaluation split: the share held out for val, as train does")
+        s.add_argument("--test-fraction", type=float, default=0.0)
+        s.add_argument("--seed", type=int, default=0, help="seed of that split (train uses its own seed setting)")
+        s.add_argument("--on-bad-data", choices=["raise", "skip"], default="raise")
+
+    s = dsub.add_parser("stats", help="images, boxes per class and per image, sizes, bad boxes; with --model/--family the tokens a model is fed")
+    data_args(s)
+    s.add_argument("--model", default=None, help="a model folder or hub id: measure target, image and sequence tokens")
+    s.add_argument("--family", default=None, help="without --model: measure with that family's offline tiny model's processor")
+    s.add_argument("--max-pixels", type=int, default=None)
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--json", action="store_true", help="print the figures as JSON")
+    s.set_defaults(func=_cmd_data_stats)
+    s = dsub.add_parser("convert", help="write the dataset as COCO, YOLO or JSONL (images copied byte for byte)")
+    data_args(s)
+    s.add_argument("--to", required=True, choices=["coco", "yolo", "jsonl"])
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=_cmd_data_convert)
+    s = dsub.add_parser("show", help="a contact sheet of images with their boxes drawn, as the model will be taught")
+    data_args(s)
+    s.add_argument("--split", default="train")
+    s.add_argument("--n", type=int, default=16, help="how many images")
+    s.add_argument("--out", default="data_show.png")
+    s.set_defaults(func=_cmd_data_show)
     return parser
 
 

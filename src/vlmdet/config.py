@@ -94,6 +94,11 @@ class RunConfig:
     data: str = "synth"  # dataset spec (vlmdet.data.readers.open_dataset), or "synth" (vlmdet's synthetic shapes)
     train_split: str = "train"
     eval_split: str | None = "val"  # null or "": no evaluation split
+    # A dataset with no evaluation split (one annotation file, or only a train split) is split by
+    # vlmdet: this share of its images held out for val (and test), stratified, seeded by `seed`.
+    val_fraction: float = 0.2
+    test_fraction: float = 0.0
+    allow_overlap: bool = False  # score on evaluation images that are also training images, on purpose
     task: str = "detect"  # detect | detect_named | ground
     classes: list[str] | None = None  # closed class set; default: the training data's classes
     on_bad_data: str = "raise"  # raise | skip
@@ -136,6 +141,8 @@ class RunConfig:
                 raise ConfigError(f"{name} must be {', '.join(allowed[:-1])} or {allowed[-1]}, got {value!r}")
         if self.resume and self.overwrite:
             raise ConfigError("resume and overwrite exclude each other: --resume continues the run in output_dir, --overwrite replaces it")
+        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
+            raise ConfigError(f"val_fraction and test_fraction must lie in [0, 1) and sum below 1, got {self.val_fraction} and {self.test_fraction}")
         if self.cache_max_mb < 0:
             raise ConfigError(f"cache_max_mb must be >= 0, got {self.cache_max_mb}")
         if self.freeze_vision is None:
@@ -155,6 +162,13 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def holdout(self) -> Any:
+        """How a dataset without an evaluation split is split (:class:`vlmdet.data.splits.Holdout`)."""
+        from vlmdet.data.splits import Holdout
+
+        return Holdout(self.val_fraction, self.test_fraction, self.seed)
 
 
 # ----------------------------------------------------------------------------- type checks

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vlmdet.data.readers import ReadOptions, open_dataset
+from vlmdet.data.readers import ReadOptions
 from vlmdet.data.sample import DataError, DetectionDataset
+from vlmdet.data.splits import Holdout, check_no_overlap, describe, read_split
 from vlmdet.metrics import DetectionResult
 from vlmdet.models.loading import load_processor
 from vlmdet.predict import Prediction, Predictor, evaluate_predictions
@@ -34,7 +35,7 @@ from vlmdet.predict.decoding import Decoding
 from vlmdet.predict.loading import load_for_inference
 from vlmdet.report import decoding_note, markdown_table, print_table
 from vlmdet.report.draw import gt_vs_pred, save_annotated
-from vlmdet.run import check_samples
+from vlmdet.run import check_samples, log
 
 SCORE_NOTE = (
     "Scores: VLMs give no confidence of their own. The AP rows give every predicted box score 1.0 and "
@@ -74,6 +75,44 @@ def mean_result(results: list[dict[str, Any]]) -> dict[str, Any]:
     out["by_score"] = {k: {f: sum(r["by_score"][k][f] for r in results) / len(results) for f in ("map", "map50", "map75", "ar100")} for k in kinds}
     out["n_images"] = sum(r["n_images"] for r in results)
     return out
+
+
+def training_data(model_dir: str) -> tuple[str, str, Holdout] | None:
+    """The data a vlmdet run folder was trained on, from its ``run.json``: (spec, train split, holdout),
+    or ``None`` (not a run folder, or its data is not on this machine)."""
+    from vlmdet.run import BUILTIN_SYNTH, RunFolder
+
+    info = RunFolder(Path(model_dir)).info() or {}
+    settings = (info.get("fingerprint") or {}).get("settings") or {}
+    data = settings.get("data")
+    if not isinstance(data, str):
+        return None
+    if data in ("synth", BUILTIN_SYNTH):
+        data = str(Path(model_dir) / "data")
+    if not data.startswith("hf:") and not Path(data).exists():
+        return None
+    holdout = Holdout(float(settings.get("val_fraction", 0.2)), float(settings.get("test_fraction", 0.0)), int(settings.get("seed", 0)))
+    return data, str(settings.get("train_split", "train")), holdout
+
+
+def _same_data(a: str, b: str) -> bool:
+    return a == b or (not a.startswith("hf:") and not b.startswith("hf:") and Path(a).resolve() == Path(b).resolve())
+
+
+def read_eval_split(model: str, spec: str, split: str, on_bad_data: str = "raise", allow_overlap: bool = False) -> DetectionDataset:
+    """Split ``split`` of ``spec`` as the model's training run split it (a one-set dataset: the same
+    held-out images), refused when its images are the run's training images (unless ``allow_overlap``)."""
+    trained = training_data(model)
+    holdout = trained[2] if trained and _same_data(trained[0], spec) else Holdout()
+    ds = read_split(spec, split, ReadOptions(on_error=on_bad_data), holdout)
+    if ds.split_info:
+        log(describe(ds.split_info))
+    if trained is not None:
+        train = read_split(trained[0], trained[1], ReadOptions(on_error="skip", verify_images=False), trained[2])
+        found = check_no_overlap(train, ds, split, allow=allow_overlap)
+        if found:
+            log(f"WARNING: {len(found)} of these images trained {model} (--allow-overlap): the scores measure memorisation on them")
+    return ds
 
 
 def prepare_model(model_dir: str, dataset: DetectionDataset, family: str | None) -> tuple[Any, Any, Any]:
@@ -168,11 +207,15 @@ def run_eval(
     on_bad_data: str = "raise",
     generation: dict[str, Any] | None = None,
     confidence: str = "geometric_mean",
+    allow_overlap: bool = False,
 ) -> dict[str, list[ModelEval]]:
     """Score ``model`` (and ``compare``) on each dataset of ``data``; returns ``{dataset name: [ModelEval, ...]}``.
 
     Under ``torchrun`` / ``accelerate launch`` the images are shared out between the processes and the
-    predictions gathered (see :class:`~vlmdet.predict.Predictor`); the main process writes."""
+    predictions gathered (see :class:`~vlmdet.predict.Predictor`); the main process writes.
+
+    A dataset with no ``split`` of its own is split the way the model's training run split it
+    (:func:`read_eval_split`); images that trained ``model`` are refused unless ``allow_overlap``."""
     from vlmdet.distributed import is_main_process, launched, state
 
     if launched():
@@ -185,7 +228,7 @@ def run_eval(
     processors = [load_processor(m, family)[0] for m in models]
     datasets: dict[str, DetectionDataset] = {}
     for spec, name in zip(specs, dataset_names(specs)):
-        ds = open_dataset(spec, split, ReadOptions(on_error=on_bad_data))
+        ds = read_eval_split(model, spec, split, on_bad_data, allow_overlap)
         if is_main_process():
             print(f"[vlmdet] {ds.report.summary()}", flush=True)
         if max_samples:

@@ -97,6 +97,9 @@ def fingerprint(cfg: RunConfig, train: DetectionDataset, eval_ds: DetectionDatas
         "data_hash": data.hexdigest(),
         "train_samples": len(train),
         "eval_samples": len(eval_ds) if eval_ds is not None else 0,
+        # how vlmdet split a dataset that had no evaluation split (None: the dataset's own splits)
+        "split": train.split_info,
+        "eval_ids": [s.id for s in eval_ds.samples] if eval_ds is not None and train.split_info else None,
     }
 
 
@@ -280,10 +283,16 @@ def model_source(cfg: RunConfig, out: Path) -> str:
 
 
 def read_splits(cfg: RunConfig, data: str, need_train: bool = True) -> tuple[DetectionDataset, DetectionDataset | None]:
-    """The training and evaluation splits; a training split without a single box is refused."""
+    """The training and evaluation splits: the dataset's own, or held out by vlmdet when it has no
+    evaluation split (said here, recorded in run.json); a training split without a single box, and
+    evaluation images that are also training images, are refused."""
+    from vlmdet.data.splits import check_no_overlap, describe, read_train_eval
+
     opts = ReadOptions(on_error=cfg.on_bad_data, classes=cfg.classes)
-    train = open_dataset(data, cfg.train_split, opts)
+    train, eval_ds = read_train_eval(data, cfg.train_split, cfg.eval_split or None, opts, cfg.holdout, closed_eval=cfg.task != "ground")
     log(train.report.summary())
+    if train.split_info:
+        log(describe(train.split_info))
     if need_train:
         if not len(train):
             raise DataError(f"{data} [{cfg.train_split}]: no training samples" + (f" ({len(train.report.skipped)} skipped)" if train.report.skipped else ""))
@@ -292,11 +301,12 @@ def read_splits(cfg: RunConfig, data: str, need_train: bool = True) -> tuple[Det
                 f"{data} [{cfg.train_split}]: {len(train)} training images and not one box — nothing to learn. Check that the "
                 "annotations belong to these images (COCO image ids, YOLO labels/ folders beside images/) and are not all crowd regions"
             )
-    eval_ds = None
-    if cfg.eval_split:
-        eval_opts = ReadOptions(on_error=cfg.on_bad_data, classes=cfg.classes or (train.classes if cfg.task != "ground" else None))
-        eval_ds = open_dataset(data, cfg.eval_split, eval_opts)
+    if eval_ds is not None and eval_ds.split_info is None:
         log(eval_ds.report.summary())
+    if eval_ds is not None:
+        found = check_no_overlap(train, eval_ds, cfg.eval_split or "val", allow=cfg.allow_overlap)
+        if found:
+            log(f"WARNING: {len(found)} {cfg.eval_split} images are also training images (allow_overlap=true): the scores measure memorisation on them")
     return train, eval_ds
 
 

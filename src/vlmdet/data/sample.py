@@ -43,6 +43,8 @@ class Sample:
         source: where it came from, for error messages (file and line / image id).
         image_path: file to load; or ``image_loader`` for in-memory data (HF datasets).
         exif: whether to apply EXIF orientation when loading (readers decide; default yes).
+        meta: reader-specific extras; per-box flags are ``(n,)`` arrays aligned with ``boxes``
+            (VOC: ``difficult``, ``truncated``; COCO: ``coco_image_id``).
     """
 
     id: str
@@ -83,6 +85,16 @@ class Sample:
         return img
 
     @property
+    def ignored(self) -> np.ndarray:
+        """``(n,)`` bool: boxes that scoring ignores — crowd regions (as COCOeval does) and VOC
+        ``difficult`` objects (as the VOC protocol does: neither a hit nor a miss). Difficult objects
+        are still trained."""
+        difficult = self.meta.get("difficult")
+        if difficult is None:
+            return self.iscrowd
+        return self.iscrowd | np.asarray(difficult, dtype=bool).reshape(-1)
+
+    @property
     def targets(self) -> tuple[np.ndarray, list[str]]:
         """Boxes and labels a model is trained to write: everything but crowd regions."""
         keep = ~self.iscrowd
@@ -103,7 +115,11 @@ class ReadReport:
     no_label_file: int = 0  # YOLO images without a label file (read as negatives)
     duplicate_rows: int = 0  # YOLO label rows repeated exactly (dropped, as Ultralytics does)
     orphan_annotations: int = 0  # COCO annotations whose image_id is in no image (dropped; on_error=skip)
+    non_box_results: int = 0  # Label Studio results that are no rectangle (polygons, keypoints, choices)
+    extra_annotations: int = 0  # Label Studio: further annotations of a task (the first not cancelled is used)
+    unannotated: int = 0  # Label Studio tasks not labelled yet (or every annotation cancelled): left out
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # one-line notes on what reading decided (e.g. a placeholder category dropped)
 
     COUNTS = (
         ("clipped", "boxes clipped to the image"),
@@ -113,6 +129,9 @@ class ReadReport:
         ("no_label_file", "images without a label file (read as negatives)"),
         ("duplicate_rows", "duplicate label rows dropped"),
         ("orphan_annotations", "annotations pointing to no image dropped"),
+        ("non_box_results", "non-rectangle results skipped (polygons, keypoints, choices)"),
+        ("extra_annotations", "further annotations of a task ignored (the first not cancelled is used)"),
+        ("unannotated", "tasks not labelled yet left out"),
     )
 
     def add_skip(self, where: str, reason: str) -> None:
@@ -122,6 +141,7 @@ class ReadReport:
         for name in ("images", "boxes", *(n for n, _ in self.COUNTS)):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.skipped.extend(other.skipped)
+        self.notes.extend(n for n in other.notes if n not in self.notes)
 
     def summary(self, max_skips: int = 5) -> str:
         parts = [f"{self.images} images", f"{self.boxes} boxes"]
@@ -129,6 +149,7 @@ class ReadReport:
             if getattr(self, name):
                 parts.append(f"{getattr(self, name)} {text}")
         text = f"{self.source}: " + "; ".join(parts)
+        text += "".join(f"\n  note: {note}" for note in self.notes)
         if self.skipped:
             text += f"; {len(self.skipped)} images skipped:"
             shown = self.skipped[:max_skips]
@@ -152,6 +173,7 @@ class DetectionDataset:
     report: ReadReport = field(default_factory=ReadReport)
     name: str = ""
     category_ids: dict[str, int] = field(default_factory=dict)
+    split_info: dict[str, Any] | None = None  # how vlmdet made this split from a one-set dataset (vlmdet.data.splits)
 
     def __post_init__(self) -> None:
         if not self.category_ids:
@@ -167,7 +189,7 @@ class DetectionDataset:
         return self.samples[i]
 
     def subset(self, indices: Sequence[int]) -> "DetectionDataset":
-        return DetectionDataset([self.samples[i] for i in indices], list(self.classes), self.report, self.name, dict(self.category_ids))
+        return DetectionDataset([self.samples[i] for i in indices], list(self.classes), self.report, self.name, dict(self.category_ids), self.split_info)
 
 
 def clean_boxes(

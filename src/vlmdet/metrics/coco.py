@@ -163,7 +163,9 @@ class DetectionMetrics:
         parse_failed: bool = False,
     ) -> None:
         """Add one image. Boxes are ``(n, 4)`` xyxy pixels of the original image, predictions in the
-        order the model wrote them; ``confidences`` one per predicted box, if measured."""
+        order the model wrote them; ``confidences`` one per predicted box, if measured. ``iscrowd``
+        marks ground truth that is ignored (COCO crowd regions, VOC ``difficult`` objects:
+        ``Sample.ignored``): a prediction on it is neither a hit nor a false positive."""
         image_id = len(self.images) + 1
         self.images.append({"id": image_id, "width": int(image_wh[0]), "height": int(image_wh[1])})
         gt_boxes = np.asarray(gt_boxes, dtype=float).reshape(-1, 4)

@@ -235,5 +235,5 @@ def evaluate_predictions(samples: Sequence[Sample], predictions: Sequence[Predic
     grounding = settings.task == "ground" or any(s.phrase for s in samples)
     metrics = DetectionMetrics(None if grounding else settings.classes)
     for s, p in zip(samples, predictions):
-        metrics.update(s.image_wh, s.boxes, s.labels, p.boxes, p.labels, confidences=p.confidences, iscrowd=s.iscrowd, parse_failed=p.decoded.failed)
+        metrics.update(s.image_wh, s.boxes, s.labels, p.boxes, p.labels, confidences=p.confidences, iscrowd=s.ignored, parse_failed=p.decoded.failed)
     return metrics.compute()

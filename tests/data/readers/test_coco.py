@@ -73,5 +73,5 @@ def test_declared_size_mismatch_is_an_error(tmp_path):
 def test_open_dataset_finds_split_folders(synth_dir):
     ds = open_dataset(synth_dir, "val")
     assert len(ds) == 8 and ds.classes == ["circle", "square", "triangle", "star"]
-    with pytest.raises(DataError, match="no nope/annotations.json"):
+    with pytest.raises(DataError, match=r"no split 'nope' \(it has: test, train, val\)"):
         open_dataset(synth_dir, "nope")

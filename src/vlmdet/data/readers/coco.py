@@ -5,6 +5,12 @@ and dropping bad boxes with counts, EXIF-consistent boxes, errors naming the ann
 image id. Images with no annotations are kept as negatives; ``iscrowd`` regions are kept, flagged,
 and never used as training targets (metrics ignore them, as COCOeval does).
 
+Roboflow's COCO export (``train/``, ``valid/``, ``test/``, each with ``_annotations.coco.json``)
+puts the project's own name first among the categories (``{"id": 0, "name": "<project>",
+"supercategory": "none"}``), the supercategory of every real class and used by no annotation. That
+placeholder is dropped with a one-line note (:func:`_placeholder_categories`); it would otherwise be
+a class in every prompt that no image ever shows.
+
 Two defects pycocotools passes over silently are caught before its index is built: image ids that
 repeat (its index keeps the last image of an id, and that image then takes every annotation of the
 id) and annotations whose ``image_id`` names no image (never looked at). Both are errors; with
@@ -64,6 +70,10 @@ def read_coco(
         cat_names = {cid: str(c["name"]).strip() for cid, c in coco.cats.items()}
     except (KeyError, TypeError):
         raise DataError(f"{ann_path}: every category needs an id and a name (categories: {coco.dataset.get('categories')!r:.200})") from None
+    for cid in _placeholder_categories(coco.dataset):
+        report.notes.append(f"category {cid} {cat_names[cid]!r} is the supercategory of the others and no annotation uses it "
+                            "(an annotation tool's project name, as Roboflow exports write it): not a class")
+        del cat_names[cid]
     # Two ids with one name are one class to a model that reads names.
     classes = list(opts.classes) if opts.classes is not None else list(dict.fromkeys(cat_names[c] for c in sorted(cat_names, key=_id_order)))
     samples = []
@@ -74,7 +84,7 @@ def read_coco(
             continue
         try:
             anns = coco.imgToAnns.get(img_id, [])
-            boxes, labels, crowd = [], [], []
+            boxes, labels, crowd, difficult = [], [], [], []
             for ann in anns:
                 if ann.get("category_id") not in cat_names:
                     raise DataError(f"{where}: annotation id {ann.get('id')} has category_id {ann.get('category_id')} missing from categories")
@@ -88,6 +98,7 @@ def read_coco(
                 boxes.append([x, y, x + w, y + h])
                 labels.append(cat_names[ann["category_id"]])
                 crowd.append(bool(ann.get("iscrowd", 0)))
+                difficult.append(ann.get("difficult"))
             try:
                 declared = (int(info["width"]), int(info["height"])) if "width" in info and "height" in info else None
             except (TypeError, ValueError, OverflowError):
@@ -104,6 +115,8 @@ def read_coco(
                 declared_wh=declared,
                 opts=opts,
                 report=report,
+                # VOC's `difficult`, as vlmdet data convert writes it: trained, not scored
+                box_meta={"difficult": np.array([bool(d) for d in difficult], dtype=bool)} if any(d is not None for d in difficult) else None,
             )
             sample.meta["coco_image_id"] = img_id
             samples.append(sample)
@@ -116,6 +129,16 @@ def read_coco(
         ids.setdefault(cat_names[cid], cid)
     extra = iter(range(max((i for i in ids.values() if isinstance(i, int)), default=0) + 1, 1 << 30))
     return DetectionDataset(samples, classes, report, name=str(ann_path), category_ids={c: ids[c] if c in ids else next(extra) for c in classes})
+
+
+def _placeholder_categories(data: dict) -> list:
+    """Ids of categories that no annotation uses and that are the supercategory of other categories
+    (Roboflow's project-name entry). A category that is merely unused stays a class."""
+    cats = [c for c in data.get("categories") or [] if isinstance(c, dict)]
+    used = {a.get("category_id") for a in data.get("annotations") or [] if isinstance(a, dict)}
+    parents = {str(c.get("supercategory", "")).strip() for c in cats}
+    return [c["id"] for c in cats if c.get("id") not in used and str(c.get("name", "")).strip() in parents
+            and any(str(o.get("supercategory", "")).strip() == str(c.get("name", "")).strip() and o is not c for o in cats)]
 
 
 def _id_order(i) -> tuple:

@@ -14,6 +14,18 @@ from vlmdet.data.sample import SKIP_HINT, DataError, ReadReport, Sample, Unknown
 
 BoxFormat = Literal["xyxy", "xywh", "cxcywh"]
 
+# One split, several names: Roboflow exports call the evaluation split `valid`, Hugging Face `validation`.
+SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
+    "val": ("val", "valid", "validation"),
+    "valid": ("valid", "val", "validation"),
+    "validation": ("validation", "val", "valid"),
+}
+
+
+def split_names(split: str) -> tuple[str, ...]:
+    """``split`` and the other names the same split goes by, in the order they are tried."""
+    return SPLIT_ALIASES.get(split, (split,))
+
 
 @dataclass
 class ReadOptions:
@@ -70,10 +82,13 @@ def make_sample(
     declared_wh: tuple[int, int] | None = None,
     normalized_fmt: str | None = None,
     phrase: str | None = None,
+    box_meta: dict[str, np.ndarray] | None = None,
 ) -> Sample:
     """Probe the image, put boxes in the displayed frame, clip/drop, check classes -> Sample.
 
     ``normalized_fmt``: boxes are relative (0..1) in this format and scale with the displayed image.
+    ``box_meta``: per-box flags (e.g. VOC ``difficult``), ``(n,)`` arrays kept beside the boxes that
+    survive cleaning, stored in ``Sample.meta``.
     Raises :class:`DataError`; the caller decides whether to skip.
     """
     info = probe_image(image_path, where, verify=opts.verify_images)
@@ -99,6 +114,7 @@ def make_sample(
     keep = clean_boxes(boxes, display_wh, report)
     boxes, crowd = boxes[keep], crowd[keep]
     labels = [label for label, k in zip(labels, keep) if k]
+    meta = {name: np.asarray(values)[keep] for name, values in (box_meta or {}).items()}
     report.images += 1
     report.boxes += len(boxes)
     report.crowd += int(crowd.sum())
@@ -112,6 +128,7 @@ def make_sample(
         source=where,
         image_path=image_path,
         exif=exif,
+        meta=meta,
     )
 
 

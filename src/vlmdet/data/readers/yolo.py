@@ -13,7 +13,9 @@ Ultralytics (``check_det_dataset``, ``verify_image_label``):
   dropped and counted;
 * ``names`` is a list or a mapping ``{0: a, 1: b}`` whose ids run 0..n-1 without gaps, and ``nc``,
   when given, equals its length;
-* labels are in the EXIF-oriented frame (as Ultralytics and annotation tools show images).
+* labels are in the EXIF-oriented frame (as Ultralytics and annotation tools show images);
+* a split path that does not exist and starts with ``../`` is tried again without it, relative to
+  the dataset folder (Ultralytics does this for Roboflow's ``train: ../train/images``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from vlmdet.data.readers.common import MALFORMED, ReadOptions, handle, malformed, make_sample
+from vlmdet.data.readers.common import MALFORMED, ReadOptions, handle, make_sample, malformed, split_names
 from vlmdet.data.sample import DataError, DetectionDataset, ReadReport, UnknownClassError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -43,6 +45,10 @@ def _list_images(entry: str | list, root: Path) -> list[Path]:
     images: list[Path] = []
     for e in entries:
         p = (root / e) if not Path(e).is_absolute() else Path(e)
+        if not p.exists() and str(e).startswith("../") and (root / str(e)[3:]).exists():
+            # Roboflow's exports write `train: ../train/images` beside data.yaml; Ultralytics'
+            # check_det_dataset retries such a path without its leading `../`, and so do we.
+            p = root / str(e)[3:]
         if p.is_dir():
             images += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
         elif p.suffix == ".txt" and p.is_file():
@@ -142,6 +148,7 @@ def read_yolo(data_yaml: str | Path, split: str = "train", options: ReadOptions 
     if not isinstance(cfg, dict):
         raise DataError(f"{yaml_path}: a YOLO data.yaml is a mapping with names and train/val paths, got {type(cfg).__name__}")
     names = _class_names(cfg, yaml_path)
+    split = next((name for name in split_names(split) if name in cfg), split)
     if split not in cfg:
         raise DataError(f"{yaml_path}: no '{split}' split (has: {', '.join(k for k in ('train', 'val', 'test') if k in cfg)})")
     root = Path(cfg.get("path") or yaml_path.parent)
