@@ -27,7 +27,9 @@ from typing import Any
 
 from vlmdet.data.readers import ReadOptions
 from vlmdet.data.sample import DataError, DetectionDataset
+from vlmdet.data.readers import dataset_splits
 from vlmdet.data.splits import Holdout, check_no_overlap, describe, read_split
+from vlmdet.metrics.baselines import Baselines, fit_and_score, verdict
 from vlmdet.metrics import DetectionResult
 from vlmdet.models.loading import load_processor
 from vlmdet.predict import Prediction, Predictor, evaluate_predictions
@@ -99,20 +101,36 @@ def _same_data(a: str, b: str) -> bool:
     return a == b or (not a.startswith("hf:") and not b.startswith("hf:") and Path(a).resolve() == Path(b).resolve())
 
 
-def read_eval_split(model: str, spec: str, split: str, on_bad_data: str = "raise", allow_overlap: bool = False) -> DetectionDataset:
+def read_eval_split(model: str, spec: str, split: str, on_bad_data: str = "raise", allow_overlap: bool = False) -> tuple[DetectionDataset, DetectionDataset | None]:
     """Split ``split`` of ``spec`` as the model's training run split it (a one-set dataset: the same
-    held-out images), refused when its images are the run's training images (unless ``allow_overlap``)."""
+    held-out images), refused when its images are the run's training images (unless ``allow_overlap``).
+    Returns it and the run's training split (``None`` when the model is no vlmdet run folder)."""
     trained = training_data(model)
     holdout = trained[2] if trained and _same_data(trained[0], spec) else Holdout()
     ds = read_split(spec, split, ReadOptions(on_error=on_bad_data), holdout)
     if ds.split_info:
         log(describe(ds.split_info))
+    train = None
     if trained is not None:
         train = read_split(trained[0], trained[1], ReadOptions(on_error="skip", verify_images=False), trained[2])
         found = check_no_overlap(train, ds, split, allow=allow_overlap)
         if found:
             log(f"WARNING: {len(found)} of these images trained {model} (--allow-overlap): the scores measure memorisation on them")
-    return ds
+    return ds, train
+
+
+def eval_baselines(spec: str, split: str, ds: DetectionDataset, train: DetectionDataset | None) -> Baselines:
+    """The image-blind baselines for ``ds``, fitted on the model's training split when it is known, else
+    on the dataset's own training split, else — said in their note — on the evaluated images themselves."""
+    note = ""
+    fitted_on = "the model's training split"
+    if train is None and split != "train" and "train" in (dataset_splits(spec) or []):
+        train, fitted_on = read_split(spec, "train", ReadOptions(on_error="skip", verify_images=False)), f"`{spec}` split train"
+    if train is None:
+        train, fitted_on = ds, "the evaluated images"
+        note = "no training split known: the baselines are fitted on the evaluated images themselves, which flatters them"
+    grounding = any(s.phrase for s in ds)
+    return fit_and_score(train.samples, ds.samples, None if grounding else ds.classes, fitted_on, note)
 
 
 def prepare_model(model_dir: str, dataset: DetectionDataset, family: str | None) -> tuple[Any, Any, Any]:
@@ -158,15 +176,21 @@ def _column_names(names: list[str]) -> list[str]:
     return short if len(set(short)) == len(short) else names  # two models with the same folder name: full paths
 
 
-def write_dataset_outputs(out: Path, title: str, ds: DetectionDataset, evals: list[ModelEval], decoding: Decoding, confidence: str, n_images: int) -> dict[str, dict]:
-    """metrics.json, predictions.json, results.json, report.md/html and images/ of one dataset."""
+def write_dataset_outputs(out: Path, title: str, ds: DetectionDataset, evals: list[ModelEval], decoding: Decoding, confidence: str, n_images: int,
+                          baselines: Baselines | None = None) -> dict[str, dict]:
+    """metrics.json, predictions.json, results.json, report.md/html and images/ of one dataset; the
+    image-blind baselines stand beside the models (columns, ``metrics.json["baselines"]``, verdicts)."""
     from vlmdet.report.html import gallery_items, write_html
 
     out.mkdir(parents=True, exist_ok=True)
     names = _column_names([e.name for e in evals])
     columns = {n: e.result.to_dict() for n, e in zip(names, evals)}
     record = {"decoding": decoding.record(), "confidence": confidence}
-    (out / "metrics.json").write_text(json.dumps({e.name: {**e.result.to_dict(), **record} for e in evals}, indent=2))
+    verdicts = [line for n, e in zip(names, evals) for line in [verdict(e.result.map50, baselines, n)] if line]
+    (out / "metrics.json").write_text(json.dumps({**{e.name: {**e.result.to_dict(), **record} for e in evals},
+                                                  **({"baselines": baselines.to_dict(), "verdicts": verdicts} if baselines else {})}, indent=2))
+    if baselines is not None:
+        columns.update(baselines.columns())
     first = evals[0]
     (out / "predictions.json").write_text(json.dumps([
         {"id": s.id, "image_wh": list(s.image_wh), "text": p.text, "boxes": p.boxes.round(2).tolist(), "labels": p.labels,
@@ -176,6 +200,8 @@ def write_dataset_outputs(out: Path, title: str, ds: DetectionDataset, evals: li
     (out / "results.json").write_text(json.dumps(coco_results(ds, first.predictions)))
     meta = {"decoding": decoding.record(), "confidence": confidence}
     lines = [f"# {title}", "", decoding_note(meta), "", markdown_table(columns), "", SCORE_NOTE]
+    if baselines is not None:
+        lines += ["", baseline_note(baselines)] + [f"**Verdict:** {v}." for v in verdicts]
     pcap = first.result.per_class_ap
     if pcap and any(v >= 0 for v in pcap.values()):
         lines += ["", f"Per-class AP@[.5:.95] ({names[0]}):", "", "| class | AP |", "| --- | ---: |"]
@@ -185,12 +211,22 @@ def write_dataset_outputs(out: Path, title: str, ds: DetectionDataset, evals: li
         lines += [f"- {t} -> {s}: {n}" for t, row in first.result.confusion.items() for s, n in row.items()]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     write_html(out / "report.html", title, columns, gallery=gallery_items(ds.samples, {n: e.predictions for n, e in zip(names, evals)}),
-               settings={"data": ds.name, "images": len(ds), "models": [e.name for e in evals], **record}, notes=[decoding_note(meta)])
+               settings={"data": ds.name, "images": len(ds), "models": [e.name for e in evals], **record},
+               notes=[decoding_note(meta)] + ([baseline_note(baselines)] + verdicts if baselines else []))
     for s, p in list(zip(ds.samples, first.predictions))[:n_images]:
         save_annotated(out / "images" / f"{Path(s.id).name.replace('#', '_').replace(':', '_')}.png",
                        gt_vs_pred(s.load_image(), s.boxes, s.labels, p.boxes, p.labels, p.confidences))
     print_table(columns, title=f"{title}")
+    for v in verdicts:
+        print(f"[vlmdet] {v}", flush=True)
     return columns
+
+
+def baseline_note(baselines: Baselines) -> str:
+    """One sentence under every table that has baseline columns: what they are and where they were fitted."""
+    mean = baselines.baselines[0]
+    return (f"Baselines ignore the image: '{mean.name.split(': ')[1]}' answers {mean.how}; 'whole image' answers every class with "
+            f"the whole image. Fitted on {baselines.fitted_on}" + (f" ({baselines.note})" if baselines.note else "") + "; scored like the models.")
 
 
 def run_eval(
@@ -227,8 +263,9 @@ def run_eval(
     models = [model] + ([compare] if compare else [])
     processors = [load_processor(m, family)[0] for m in models]
     datasets: dict[str, DetectionDataset] = {}
+    baselines: dict[str, Baselines] = {}
     for spec, name in zip(specs, dataset_names(specs)):
-        ds = read_eval_split(model, spec, split, on_bad_data, allow_overlap)
+        ds, trained_on = read_eval_split(model, spec, split, on_bad_data, allow_overlap)
         if is_main_process():
             print(f"[vlmdet] {ds.report.summary()}", flush=True)
         if max_samples:
@@ -238,18 +275,21 @@ def run_eval(
         if not len(ds):
             raise DataError(f"{spec} [{split}]: no images to evaluate")
         datasets[name] = ds
+        baselines[name] = eval_baselines(spec, split, ds, trained_on)
     evals = {name: [evaluate_model(m, ds, batch_size, family, max_new_tokens, decoding=decoding, confidence=confidence) for m in models]
              for name, ds in datasets.items()}
     if not is_main_process():
         return evals
     if len(specs) == 1:
         (name, ds), = datasets.items()
-        write_dataset_outputs(out, f"vlmdet eval: `{specs[0]}` split `{split}` ({len(ds)} images)", ds, evals[name], decoding, confidence, n_images)
+        write_dataset_outputs(out, f"vlmdet eval: `{specs[0]}` split `{split}` ({len(ds)} images)", ds, evals[name], decoding, confidence, n_images,
+                              baselines[name])
         print(f"[vlmdet] wrote metrics.json, predictions.json, results.json, report.md, report.html, images/ to {out}")
         return evals
     per_dataset = {}
     for (name, ds), spec in zip(datasets.items(), specs):
-        write_dataset_outputs(out / name, f"vlmdet eval: `{spec}` split `{split}` ({len(ds)} images)", ds, evals[name], decoding, confidence, n_images)
+        write_dataset_outputs(out / name, f"vlmdet eval: `{spec}` split `{split}` ({len(ds)} images)", ds, evals[name], decoding, confidence, n_images,
+                              baselines[name])
         per_dataset[name] = evals[name]
     summary = {}
     for k, m in enumerate(models):

@@ -96,12 +96,16 @@ def test_compare_puts_two_different_models_side_by_side(answers, tiny_model_dir,
     assert main(["eval", "--model", str(good), "--compare", str(worse), "--data", str(noncontig), "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
     header = next(line for line in report.splitlines() if line.startswith("| metric |"))
-    assert header.count("|") == 4 and good.name in header and "worse" in header
+    # the two models, then the two image-blind baselines
+    assert header.count("|") == 6 and good.name in header and "worse" in header
+    assert header.endswith("| baseline: mean box | baseline: whole image |")
     map50 = _table_row(report, "mAP50")
     assert map50[0] == "1.000" and float(map50[1]) < 0.9
     assert _table_row(report, "predictions / image")[0] != _table_row(report, "predictions / image")[1]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert [round(r["map50"], 3) for r in metrics.values()] == [1.0, float(map50[1])]
+    assert [round(metrics[str(m)]["map50"], 3) for m in (good, worse)] == [1.0, float(map50[1])]
+    assert [round(r["map50"], 3) for r in metrics["baselines"]["results"].values()] == [float(v) for v in map50[2:]]
+    assert metrics["verdicts"][0].startswith(f"{good.name} beats the image-blind baselines: mAP50 1.000")
 
 
 def test_predict_returns_the_boxes_in_original_pixels(answers, tiny_model_dir, synth_dir, tmp_path, capsys):
@@ -169,7 +173,8 @@ def test_grounding_end_to_end_reports_acc50(answers, tiny_model_dir, synth_dir, 
     assert main(["eval", "--model", str(run), "--data", str(data), "--out", str(out)]) == 0
     m = next(iter(json.loads((out / "metrics.json").read_text()).values()))
     assert m["acc50"] == 1.0 and m["map50"] == 1.0
-    assert _table_row((out / "report.md").read_text(), "Acc@0.5 (grounding)") == ["1.000"]
+    acc = _table_row((out / "report.md").read_text(), "Acc@0.5 (grounding)")  # the model, then the two baselines
+    assert acc[0] == "1.000" and len(acc) == 3 and all(float(v) < 1.0 for v in acc[1:])
     prompts = [p for call in answers.loaded[-1].calls for p in call["prompts"]]
     assert all(re.search(r'Locate "the (circle|square|triangle|star)" in the image', p) for p in prompts)
 

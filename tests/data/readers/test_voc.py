@@ -186,3 +186,31 @@ def test_voc_layout_both_ways_and_not_voc(voc_root, tmp_path):
         read_voc(tmp_path / "notvoc")
     with pytest.raises(DataError, match=r"not a VOC folder.*found in: VOC2007"):
         read_voc(tmp_path)
+
+
+def test_difficult_objects_are_trained_but_neither_hit_nor_miss_in_scoring(tmp_path):
+    """VOC's protocol: a detection on a difficult object is not a false positive, and a difficult
+    object left undetected is not a miss; the training target still holds it."""
+    from vlmdet.codecs import Decoded
+    from vlmdet.predict import Prediction, evaluate_predictions
+    from vlmdet.rows import TaskSettings
+
+    (tmp_path / "Annotations").mkdir()
+    solid(tmp_path / "JPEGImages" / "a.jpg", (100, 100))
+    objs = "".join(
+        f"<object><name>cat</name><difficult>{d}</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax>"
+        f"<ymax>{b[3]}</ymax></bndbox></object>" for b, d in (((11, 11, 40, 40), 0), ((61, 61, 90, 90), 1)))
+    (tmp_path / "Annotations" / "a.xml").write_text(f"<annotation><filename>a.jpg</filename>{objs}</annotation>")
+    s = read_voc(tmp_path)[0]
+    assert s.ignored.tolist() == [False, True] and len(s.targets[1]) == 2
+    settings = TaskSettings(family="qwen3_vl", classes=["cat"])
+
+    def score(boxes):
+        p = Prediction(s.id, "", Decoded(np.array(boxes, dtype=float).reshape(-1, 4), ["cat"] * len(boxes)))
+        return evaluate_predictions([s], [p], settings)
+
+    both, easy_only = score([[10, 10, 40, 40], [60, 60, 90, 90]]), score([[10, 10, 40, 40]])
+    assert both.map50 == pytest.approx(1.0) and easy_only.map50 == pytest.approx(1.0)  # no false positive, no miss
+    assert score([[60, 60, 90, 90]]).map50 == pytest.approx(0.0)  # finding only the difficult one finds nothing that counts
+    s.meta["difficult"][:] = False  # scored as an ordinary object, the same answer misses half
+    assert score([[10, 10, 40, 40]]).map50 == pytest.approx(0.5, abs=0.01)
