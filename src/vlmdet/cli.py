@@ -97,6 +97,17 @@ def _interrupted(cfg, command: str, config_arg: str | None, extra: list[str]) ->
     return 130
 
 
+def _warn_blind(result, name: str) -> None:
+    """The image-blind baselines' verdict, loud when the model does not beat them."""
+    from vlmdet.metrics.baselines import verdict
+
+    line = verdict((result.after or {}).get("map50"), result.baselines, name) if result.baselines else None
+    if line and "does not beat" in line:
+        print(f"[vlmdet] WARNING: {line}", file=sys.stderr)
+    elif line:
+        print(f"[vlmdet] {line}", flush=True)
+
+
 def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from vlmdet.train.config import load_config
     from vlmdet.train.recipe import train
@@ -114,6 +125,7 @@ def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
 
     if is_main_process() and result.after and result.before and result.after.get("map50", 0) <= result.before.get("map50", 0):
         print("[vlmdet] WARNING: the fine-tuned model is not better than the base on mAP50", file=sys.stderr)
+    _warn_blind(result, "the fine-tuned model")
     return 0
 
 
@@ -139,6 +151,7 @@ def _cmd_rl(args: argparse.Namespace, extra: list[str]) -> int:
         return _interrupted(cfg, "rl", config, extra + _run_control(args))
     if result.after and result.before and result.after.get("map50", 0) <= result.before.get("map50", 0):
         print("[vlmdet] WARNING: after GRPO the model is not better than the starting checkpoint on mAP50", file=sys.stderr)
+    _warn_blind(result, "the GRPO model")
     return 0
 
 

@@ -201,7 +201,7 @@ def write_dataset_outputs(out: Path, title: str, ds: DetectionDataset, evals: li
     meta = {"decoding": decoding.record(), "confidence": confidence}
     lines = [f"# {title}", "", decoding_note(meta), "", markdown_table(columns), "", SCORE_NOTE]
     if baselines is not None:
-        lines += ["", baseline_note(baselines)] + [f"**Verdict:** {v}." for v in verdicts]
+        lines += ["", baselines.describe()] + [f"**Verdict:** {v}." for v in verdicts]
     pcap = first.result.per_class_ap
     if pcap and any(v >= 0 for v in pcap.values()):
         lines += ["", f"Per-class AP@[.5:.95] ({names[0]}):", "", "| class | AP |", "| --- | ---: |"]
@@ -212,7 +212,7 @@ def write_dataset_outputs(out: Path, title: str, ds: DetectionDataset, evals: li
     (out / "report.md").write_text("\n".join(lines) + "\n")
     write_html(out / "report.html", title, columns, gallery=gallery_items(ds.samples, {n: e.predictions for n, e in zip(names, evals)}),
                settings={"data": ds.name, "images": len(ds), "models": [e.name for e in evals], **record},
-               notes=[decoding_note(meta)] + ([baseline_note(baselines)] + verdicts if baselines else []))
+               notes=[decoding_note(meta)] + ([baselines.describe()] + verdicts if baselines else []))
     for s, p in list(zip(ds.samples, first.predictions))[:n_images]:
         save_annotated(out / "images" / f"{Path(s.id).name.replace('#', '_').replace(':', '_')}.png",
                        gt_vs_pred(s.load_image(), s.boxes, s.labels, p.boxes, p.labels, p.confidences))
@@ -221,12 +221,6 @@ def write_dataset_outputs(out: Path, title: str, ds: DetectionDataset, evals: li
         print(f"[vlmdet] {v}", flush=True)
     return columns
 
-
-def baseline_note(baselines: Baselines) -> str:
-    """One sentence under every table that has baseline columns: what they are and where they were fitted."""
-    mean = baselines.baselines[0]
-    return (f"Baselines ignore the image: '{mean.name.split(': ')[1]}' answers {mean.how}; 'whole image' answers every class with "
-            f"the whole image. Fitted on {baselines.fitted_on}" + (f" ({baselines.note})" if baselines.note else "") + "; scored like the models.")
 
 
 def run_eval(

@@ -344,6 +344,15 @@ def answer_budget(settings: TaskSettings, samples: list[Sample], tokenizer: Any,
     return int(longest * 1.25 + 0.999) + 8
 
 
+def run_baselines(run: "Run", samples: list[Sample]) -> Any:
+    """The image-blind baselines (:mod:`vlmdet.metrics.baselines`) of a run: fitted on its training
+    split, scored on ``samples`` (its evaluation images) — for the reports of train and rl, and doctor."""
+    from vlmdet.metrics.baselines import fit_and_score
+
+    grounding = run.settings.task == "ground"
+    return fit_and_score(run.train.samples, samples, None if grounding else run.classes, f"the training split ({len(run.train)} images)")
+
+
 # ----------------------------------------------------------------------------- the run
 @dataclass
 class Run:

@@ -13,6 +13,11 @@ def test_correct_setup_passes_every_check(tmp_path, tiny_model_dir, synth_dir, c
     assert code == 0, out
     for name in ("labels", "coordinates", "gradients", "overfit"):
         assert f"[PASS] {name}" in out
+    # after the overfit step: the model that learned its two images beats the image-blind mean box on them
+    import re
+
+    m = re.search(r"against the image-blind mean box \(fitted on \d+ training images\): F1@0.5 ([\d.]+) vs ([\d.]+)", out)
+    assert m and float(m.group(1)) == 1.0 and float(m.group(2)) < 1.0, out
     assert (tmp_path / "doctor" / "doctor_labels.html").is_file()
     assert list((tmp_path / "doctor").glob("doctor_coords_*_model_view_*.png"))
 
@@ -89,6 +94,7 @@ def test_an_image_the_model_ignores_fails_the_overfit_check(tmp_path, tiny_model
     monkeypatch.setattr(model_mod, "setup_trainable", blind)
     code, out = _doctor(tmp_path, tiny_model_dir, synth_dir, capsys, "overfit", "--overfit-steps", "100")  # the correct setup passes within 100
     assert code == 1 and "[FAIL] overfit" in out and "does not reach the language model" in out
+    assert "against the image-blind mean box" in out  # (a memorised answer can still beat the mean box on one of the two)
 
 
 def test_an_unknown_check_is_a_clear_error(tmp_path, tiny_model_dir, synth_dir, capsys):
@@ -101,6 +107,7 @@ def test_the_rl_reward_check_passes_and_fails_through_the_cli(tmp_path, tiny_mod
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "[PASS] rewards: the ground truth scores highest and the empty answer lowest" in out
+    assert "image-blind mean box " in out  # the baseline's answer is among those the ground truth must beat
     assert main([*args, "rewards.f1=-1"]) == 1  # a weight that rewards missing the objects
     out = capsys.readouterr().out
     assert "[FAIL] rewards" in out and "scores" in out and "keep every reward weight >= 0" in out

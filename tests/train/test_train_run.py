@@ -26,8 +26,18 @@ def test_short_run_lowers_the_eval_loss_and_writes_a_report(short_run):
     assert settings is not None and settings.family == "qwen2_5_vl" and settings.classes == ["circle", "square", "triangle", "star"]
     assert settings.codec_settings == {"factor": 28, "min_pixels": 56 * 56, "max_pixels": 128 * 128}
     report = json.loads((tmp_path / "report.json").read_text())
-    assert set(report) >= {"before", "after", "steps", "train_seconds"}
-    assert "| mAP50 |" in (tmp_path / "report.md").read_text()
+    assert set(report) >= {"before", "after", "steps", "train_seconds", "baselines", "baseline_verdict"}
+    md = (tmp_path / "report.md").read_text()
+    assert "| mAP50 |" in md and "| metric | base model (before) | fine-tuned (after) | baseline: mean box | baseline: whole image |" in md
+    # the baselines in the report are those of the training split, scored on the same eval images
+    from vlmdet.data.readers import open_dataset
+    from vlmdet.metrics.baselines import MEAN_BOX, fit_and_score
+
+    train_ds, val_ds = open_dataset(report["data"], "train"), open_dataset(report["data"], "val")
+    expected = fit_and_score(train_ds.samples, val_ds.samples[: report["eval_images"]], settings.classes, "")
+    assert report["baselines"]["results"][MEAN_BOX]["map50"] == pytest.approx(expected.results[MEAN_BOX].map50)
+    assert result.baselines["results"] == report["baselines"]["results"]
+    assert report["baseline_verdict"].startswith("the fine-tuned model ")
     # the in-training detection eval and the per-group gradient norms reached the log history
     assert any("eval_map50" in e for e in result.log_history)
     assert any("grad_norm/language" in e for e in result.log_history)

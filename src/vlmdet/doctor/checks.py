@@ -337,6 +337,7 @@ def check_overfit(ctx: DoctorContext, max_steps: int | None = None, check_every:
             break
     dropped = losses[-1] < 0.3 * losses[0]
     note = [] if same_size else ["note: no two training images share one input size, so the model could tell these two apart by their token count alone"]
+    note.append(_against_baseline(ctx, samples, preds))
     return CheckResult(
         "overfit",
         dropped and not misses,
@@ -347,6 +348,27 @@ def check_overfit(ctx: DoctorContext, max_steps: int | None = None, check_every:
         "the learning rate is far off, or (same answer for both images) the image does not reach the language model",
         "fix the failing checks above first; then try a higher learning rate for this check",
     )
+
+
+def _against_baseline(ctx: DoctorContext, samples: list[Any], preds: list[Any]) -> str:
+    """One line: the overfit model's F1@0.5 on its two images against the image-blind mean box fitted
+    on the training pool (:mod:`vlmdet.metrics.baselines`) — a model that only writes the average
+    answer cannot beat it."""
+    from vlmdet.metrics import DetectionMetrics
+    from vlmdet.metrics.baselines import mean_box_baseline, score_constant
+
+    classes = None if ctx.settings.task == "ground" else list(ctx.settings.classes)
+    base = score_constant(mean_box_baseline(ctx.pool or samples, classes), samples, classes)
+    metrics = DetectionMetrics(classes)
+    for s, p in zip(samples, preds):
+        metrics.update(s.image_wh, s.boxes, s.labels, p.boxes, p.labels, iscrowd=s.ignored)
+    model = metrics.compute()
+    line = f"against the image-blind mean box (fitted on {len(ctx.pool or samples)} training images): F1@0.5 {model.f1_50:.2f} vs {base.f1_50:.2f}"
+    if base.f1_50 >= 1.0:
+        line += " — these two images share one layout, so this pair cannot tell looking from guessing"
+    elif model.f1_50 <= base.f1_50:
+        line += " — the model does not beat a box that ignores the image"
+    return line
 
 
 # ---------------------------------------------------------------- 5. rewards (RL)
@@ -366,12 +388,23 @@ def reward_alternatives(ctx: DoctorContext, sample: Any) -> dict[str, str]:
         "one extra box": enc(np.vstack([boxes, small]), list(labels) + labels[:1], sample.image_wh),
         "every box repeated": enc(np.vstack([boxes, boxes]), list(labels) * 2, sample.image_wh),
         "boxes shifted": enc(np.clip(boxes + [w * 0.15, h * 0.15, w * 0.15, h * 0.15], 0, [w, h, w, h]), labels, sample.image_wh),
+        "image-blind mean box": enc(*_mean_box(ctx).predict(sample.image_wh), sample.image_wh),
     }
+
+
+def _mean_box(ctx: DoctorContext) -> Any:
+    """The image-blind mean-box baseline of the training pool, fitted once per doctor run."""
+    from vlmdet.metrics.baselines import mean_box_baseline
+
+    if not hasattr(ctx, "_mean_box"):
+        ctx._mean_box = mean_box_baseline(ctx.pool or ctx.samples, None if ctx.settings.task == "ground" else list(ctx.settings.classes))
+    return ctx._mean_box
 
 
 def check_rewards(ctx: DoctorContext) -> CheckResult:
     """The RL rewards, through the path GRPO uses (token ids -> decode -> score): on every sample the
-    ground-truth answer must score highest of a set of well-formed answers and the empty one lowest."""
+    ground-truth answer must score highest of a set of well-formed answers — the image-blind mean box
+    among them — and the empty one lowest."""
     from vlmdet.rewards import DEFAULT_WEIGHTS, reward_functions
 
     weights = {**DEFAULT_WEIGHTS, **(getattr(ctx.cfg, "rewards", None) or {})}
@@ -391,7 +424,7 @@ def check_rewards(ctx: DoctorContext) -> CheckResult:
         details.append(f"{s.source or s.id}: " + ", ".join(f"{k} {v:.2f}" for k, v in totals.items()))
         if any(v >= totals["ground truth"] for k, v in totals.items() if k != "ground truth"):
             problems.append(f"{s.source or s.id}: '{best}' scores {totals[best]:.3f}, the ground truth {totals['ground truth']:.3f}")
-        if any(v < totals["empty"] for k, v in totals.items() if k != "empty"):
+        if any(v < totals["empty"] for k, v in totals.items() if k not in ("empty", "image-blind mean box")):
             problems.append(f"{s.source or s.id}: '{worst}' scores {totals[worst]:.3f}, below the empty answer's {totals['empty']:.3f}")
     return CheckResult(
         "rewards",

@@ -115,6 +115,12 @@ class Baselines:
         return {"fitted_on": self.fitted_on, "note": self.note, "models": [b.to_dict() for b in self.baselines],
                 "results": self.columns()}
 
+    def describe(self) -> str:
+        """One sentence under every table with baseline columns: what they are and where they were fitted."""
+        mean = self.baselines[0]
+        return (f"Baselines ignore the image: 'mean box' answers {mean.how}; 'whole image' answers every class with the whole "
+                f"image. Fitted on {self.fitted_on}" + (f" ({self.note})" if self.note else "") + "; scored like the models.")
+
     @property
     def best_map50(self) -> float:
         return max((r.map50 for r in self.results.values()), default=-1.0)

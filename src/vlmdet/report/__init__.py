@@ -88,17 +88,28 @@ def decoding_note(meta: dict[str, Any]) -> str:
             + f"; box confidences: {meta.get('confidence', 'geometric_mean')} of the box's token probabilities.")
 
 
+def run_columns(before: dict | None, after: dict | None, meta: dict[str, Any], baselines: Any = None) -> dict[str, dict | None]:
+    """The report's columns: before, after, and the image-blind baselines (:mod:`vlmdet.metrics.baselines`)."""
+    columns = {meta.get("before_name", "base model (before)"): before, meta.get("after_name", "fine-tuned (after)"): after}
+    return {**columns, **(baselines.columns() if baselines is not None else {})}
+
+
 def write_report(out_dir: str | Path, before: DetectionResult | dict | None, after: DetectionResult | dict | None, meta: dict[str, Any],
-                 gallery: Any = (), log_history: Any = None) -> Path:
-    """Write ``report.json``, ``report.md`` and ``report.html`` comparing the base model with the fine-tuned one."""
+                 gallery: Any = (), log_history: Any = None, baselines: Any = None) -> Path:
+    """Write ``report.json``, ``report.md`` and ``report.html`` comparing the base model with the fine-tuned
+    one and with the image-blind ``baselines`` (a :class:`~vlmdet.metrics.baselines.Baselines`)."""
+    from vlmdet.metrics.baselines import verdict as baseline_verdict
     from vlmdet.report.html import write_html
 
     out = Path(out_dir)
     b = before.to_dict() if isinstance(before, DetectionResult) else before
     a = after.to_dict() if isinstance(after, DetectionResult) else after
-    (out / "report.json").write_text(json.dumps({"before": b, "after": a, **meta}, indent=2, default=str))
-    columns = {meta.get("before_name", "base model (before)"): b, meta.get("after_name", "fine-tuned (after)"): a}
-    line = verdict(b, a, tuple(meta.get("verdict_names") or ("the fine-tuned model", "the base")))
+    names = tuple(meta.get("verdict_names") or ("the fine-tuned model", "the base"))
+    blind = baseline_verdict((a or {}).get("map50"), baselines, names[0]) if baselines is not None else None
+    (out / "report.json").write_text(json.dumps({"before": b, "after": a, **meta, **({"baselines": baselines.to_dict(), "baseline_verdict": blind}
+                                                                                     if baselines is not None else {})}, indent=2, default=str))
+    columns = run_columns(b, a, meta, baselines)
+    line = verdict(b, a, names)
     lines = [
         f"# vlmdet report: {meta.get('model', '')}",
         "",
@@ -111,6 +122,8 @@ def write_report(out_dir: str | Path, before: DetectionResult | dict | None, aft
     ]
     if line:
         lines += ["", f"**{line.split(': ', 1)[0]}:** {line.split(': ', 1)[1]}"]
+    if baselines is not None:
+        lines += ["", baselines.describe()] + ([f"**Against the baselines:** {blind}."] if blind else [])
     if meta.get("train_seconds") is not None:
         lines += ["", f"Training: {meta.get('steps')} steps in {meta['train_seconds']:.0f} s."]
     per_class = (a or {}).get("per_class_ap") or {}
@@ -120,5 +133,6 @@ def write_report(out_dir: str | Path, before: DetectionResult | dict | None, aft
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     write_html(out / "report.html", f"vlmdet report: {meta.get('model', '')}", columns, gallery=gallery, log_history=log_history,
-               settings={k: v for k, v in meta.items() if k not in ("grad_problems",)}, notes=[x for x in (line,) if x])
+               settings={k: v for k, v in meta.items() if k not in ("grad_problems",)},
+               notes=[x for x in (line, baselines.describe() if baselines is not None else None, blind) if x])
     return path

@@ -29,6 +29,7 @@ class TrainResult:
     steps: int
     train_seconds: float
     log_history: list[dict[str, Any]]
+    baselines: dict[str, Any] | None = None  # the image-blind baselines on the same eval images (Baselines.to_dict())
 
 
 def image_cache(cfg: Any, processor: Any):
@@ -49,7 +50,8 @@ def train(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> TrainRe
     from vlmdet.models.loading import model_dtype
     from vlmdet.predict import Predictor, evaluate_predictions
     from vlmdet.predict.decoding import Decoding
-    from vlmdet.report import print_table, write_report
+    from vlmdet.report import print_table, run_columns, write_report
+    from vlmdet.run import run_baselines
     from vlmdet.report.html import gallery_items
     from vlmdet.rows import RowSource
     from vlmdet.distributed import is_main_process
@@ -155,9 +157,11 @@ def train(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> TrainRe
         "decoding": decoding.record(),
         "confidence": cfg.eval.confidence,
     }
-    if main and (before is not None or after is not None):
-        write_report(out, before, after, meta, gallery=gallery_items(det_samples, columns), log_history=trainer.state.log_history)
-        print_table({"base model (before)": before, "fine-tuned (after)": after}, title=f"{family.name} on {cfg.eval_split} ({len(det_samples)} images)")
+    baselines = run_baselines(run, det_samples) if main and (before is not None or after is not None) else None
+    if baselines is not None:
+        write_report(out, before, after, meta, gallery=gallery_items(det_samples, columns), log_history=trainer.state.log_history, baselines=baselines)
+        print_table(run_columns(before, after, meta, baselines), title=f"{family.name} on {cfg.eval_split} ({len(det_samples)} images)")
     run.folder.finish(trainer.state.global_step)
     log(f"saved model, processor and vlmdet.json to {out} ({trainer.state.global_step} steps, {train_seconds:.0f} s)")
-    return TrainResult(out, before, after, trainer.state.global_step, train_seconds, trainer.state.log_history)
+    return TrainResult(out, before, after, trainer.state.global_step, train_seconds, trainer.state.log_history,
+                       baselines.to_dict() if baselines is not None else None)

@@ -74,7 +74,8 @@ def rl(cfg: RLConfig, extra_callbacks: list[Any] | None = None) -> TrainResult:
 
     from vlmdet.predict import Predictor, evaluate_predictions
     from vlmdet.predict.decoding import Decoding
-    from vlmdet.report import print_table, write_report
+    from vlmdet.report import print_table, run_columns, write_report
+    from vlmdet.run import run_baselines
     from vlmdet.report.html import gallery_items
     from vlmdet.rewards import DEFAULT_WEIGHTS, reward_functions
     from vlmdet.rows import RowSource
@@ -192,12 +193,14 @@ def rl(cfg: RLConfig, extra_callbacks: list[Any] | None = None) -> TrainResult:
         "seconds_per_step": {k: sum(e[k] for e in timings) / len(timings) for k in ("time/generation_s", "time/rewards_s", "time/update_s", "time/step_s")} if timings else {},
         "before_name": "starting checkpoint", "after_name": "after GRPO", "verdict_names": ["the GRPO model", "the starting checkpoint"],
     }
-    if main and (before is not None or after is not None):
-        write_report(out, before, after, meta, gallery=gallery_items(det_samples, columns), log_history=trainer.state.log_history)
-        print_table({"starting checkpoint": before, "after GRPO": after}, title=f"{family.name} GRPO on {cfg.eval_split} ({len(det_samples)} images)")
+    baselines = run_baselines(run, det_samples) if main and (before is not None or after is not None) else None
+    if baselines is not None:
+        write_report(out, before, after, meta, gallery=gallery_items(det_samples, columns), log_history=trainer.state.log_history, baselines=baselines)
+        print_table(run_columns(before, after, meta, baselines), title=f"{family.name} GRPO on {cfg.eval_split} ({len(det_samples)} images)")
     run.folder.finish(trainer.state.global_step)
     log(f"saved model, processor and vlmdet.json to {out} ({trainer.state.global_step} steps, {train_seconds:.0f} s)")
-    return TrainResult(out, before, after, trainer.state.global_step, train_seconds, trainer.state.log_history)
+    return TrainResult(out, before, after, trainer.state.global_step, train_seconds, trainer.state.log_history,
+                       baselines.to_dict() if baselines is not None else None)
 
 
 def compare_models(models: dict[str, str], data: str, split: str, out: Path, weights: dict[str, float], cfg: Any) -> dict[str, dict[str, Any]]:
