@@ -153,7 +153,7 @@ def evaluate_model(model_dir: str, dataset: DetectionDataset, batch_size: int = 
     model, processor, settings = prepare_model(model_dir, dataset, family)
     predictor = Predictor(model, processor, settings, batch_size=batch_size, max_new_tokens=max_new_tokens, decoding=decoding, confidence=confidence)
     preds = predictor.predict(dataset.samples, progress=progress, desc=f"eval {Path(model_dir).name}")
-    return ModelEval(str(model_dir), evaluate_predictions(dataset.samples, preds, settings), preds)
+    return ModelEval(str(model_dir), evaluate_predictions(dataset.samples, preds, settings, confidence), preds)
 
 
 def coco_results(dataset: DetectionDataset, preds: list[Prediction]) -> list[dict[str, Any]]:

@@ -101,7 +101,7 @@ def test_detection_metrics_from_samples_equal_pycocotools(tmp_path, seed):
             confidences=[x["score"] for x in d],
             iscrowd=np.array([a["iscrowd"] for a in g], dtype=bool),
         )
-    r = metrics.compute().by_score["logprob"]
+    r = metrics.compute().by_score["geometric_mean"]
     for name, index in (("map", 0), ("map50", 1), ("map75", 2), ("map_small", 3), ("map_medium", 4), ("map_large", 5), ("ar100", 8)):
         assert r[name] == pytest.approx(ref[index], abs=1e-6), name
 

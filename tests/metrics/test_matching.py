@@ -70,5 +70,5 @@ def test_confidences_give_a_second_ap_that_ranks_the_boxes():
     m.update((100, 100), B([0, 0, 10, 10]), ["cat"], B([50, 50, 60, 60], [0, 0, 10, 10]), ["cat", "cat"], confidences=[0.1, 0.9])
     r = m.compute()
     assert r.score_kind == "constant" and r.map50 == pytest.approx(0.5, abs=0.01)
-    assert r.by_score["logprob"]["map50"] == pytest.approx(1.0)
+    assert r.by_score["geometric_mean"]["map50"] == pytest.approx(1.0)
     assert DetectionMetrics(["cat"]).compute().by_score == {}

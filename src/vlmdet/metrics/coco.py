@@ -48,7 +48,8 @@ class DetectionResult:
     """Metrics of one split. mAP values are in [0, 1]; -1 means "undefined" (no ground truth).
 
     The AP fields use constant scores (``score_kind``); ``by_score`` holds the AP fields computed
-    with each confidence the predictor measured (e.g. ``by_score["logprob"]["map50"]``).
+    with the confidences the predictor measured, under the name of how they were computed from the
+    token probabilities — the ``confidence`` setting (e.g. ``by_score["geometric_mean"]["map50"]``).
     """
 
     map: float
@@ -132,10 +133,11 @@ class DetectionMetrics:
             ``unknown_label_preds``, and as hallucinated labels). ``None`` for grounding: every box is
             one class, and ``acc50`` is the share of images whose first predicted box has IoU >= 0.5
             with a ground-truth box.
-        confidence_kind: the name under ``by_score`` of the confidences passed to :meth:`update`.
+        confidence_kind: the name under ``by_score`` of the confidences passed to :meth:`update`: the
+            ``confidence`` setting they were computed with (``geometric_mean`` | ``min`` | ``mean`` | ``product``).
     """
 
-    def __init__(self, classes: Sequence[str] | None, confidence_kind: str = "logprob") -> None:
+    def __init__(self, classes: Sequence[str] | None, confidence_kind: str = "geometric_mean") -> None:
         self.grounding = classes is None
         self.classes = ["object"] if classes is None else list(classes)
         self.cat_id = {name: i + 1 for i, name in enumerate(self.classes)}

@@ -227,13 +227,14 @@ class Predictor:
         return [results[i] for i in range(len(samples))]
 
 
-def evaluate_predictions(samples: Sequence[Sample], predictions: Sequence[Prediction], settings: TaskSettings):
+def evaluate_predictions(samples: Sequence[Sample], predictions: Sequence[Prediction], settings: TaskSettings, confidence: str = "geometric_mean"):
     """The split's :class:`~vlmdet.metrics.DetectionResult` of ``predictions`` against ``samples`` (same
-    order): AP with constant scores, and with the predictions' confidences when they have them."""
+    order): AP with constant scores, and with the predictions' confidences when they have them, under
+    ``by_score[confidence]`` (the setting the predictor computed them with)."""
     from vlmdet.metrics import DetectionMetrics
 
     grounding = settings.task == "ground" or any(s.phrase for s in samples)
-    metrics = DetectionMetrics(None if grounding else settings.classes)
+    metrics = DetectionMetrics(None if grounding else settings.classes, confidence_kind=confidence)
     for s, p in zip(samples, predictions):
         metrics.update(s.image_wh, s.boxes, s.labels, p.boxes, p.labels, confidences=p.confidences, iscrowd=s.ignored, parse_failed=p.decoded.failed)
     return metrics.compute()

@@ -14,8 +14,8 @@ ROWS = (
     ("mAP50-95", "map", "{:.3f}"),
     ("mAP75", "map75", "{:.3f}"),
     ("AR@100", "ar100", "{:.3f}"),
-    ("mAP50 (ranked by confidence)", "by_score.logprob.map50", "{:.3f}"),
-    ("mAP50-95 (ranked by confidence)", "by_score.logprob.map", "{:.3f}"),
+    ("mAP50 (ranked by confidence: {kind})", "by_score.{kind}.map50", "{:.3f}"),
+    ("mAP50-95 (ranked by confidence: {kind})", "by_score.{kind}.map", "{:.3f}"),
     ("F1@0.5", "f1_50", "{:.3f}"),
     ("F1@0.95", "f1_95", "{:.3f}"),
     ("mean IoU (matched)", "mean_iou", "{:.3f}"),
@@ -46,7 +46,9 @@ def _fmt(result: dict[str, Any] | None, key: str, fmt: str) -> str:
 def comparison_rows(columns: dict[str, dict[str, Any] | None]) -> list[list[str]]:
     """One row per figure any column has (a figure no column has, e.g. confidence-ranked AP from a
     model run without confidences, is left out)."""
-    rows = [[label] + [_fmt(r, key, fmt) for r in columns.values()] for label, key, fmt in ROWS if any(_get(r, key) is not None for r in columns.values())]
+    kinds = sorted({k for r in columns.values() if r for k in (r.get("by_score") or {})})
+    expanded = [(label.format(kind=k), key.format(kind=k), fmt) for label, key, fmt in ROWS for k in (kinds if "{kind}" in key else [None])]
+    rows = [[label] + [_fmt(r, key, fmt) for r in columns.values()] for label, key, fmt in expanded if any(_get(r, key) is not None for r in columns.values())]
     if any(r and r.get("acc50", -1) >= 0 for r in columns.values()):
         rows.append(["Acc@0.5 (grounding)"] + [_fmt(r, "acc50", "{:.3f}") for r in columns.values()])
     return rows

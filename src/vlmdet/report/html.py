@@ -94,7 +94,7 @@ def curve_figures(log_history: Sequence[dict[str, Any]]) -> list[tuple[str, str]
     figures = []
     panels = [
         ("Loss", [("loss", "train loss"), ("eval_loss", "eval loss")], False),
-        ("Detection on the eval split", [("eval_map50", "mAP50"), ("eval_f1_50", "F1@0.5"), ("eval_map", "mAP50-95"), ("eval_map50_logprob", "mAP50 (confidence)")], False),
+        ("Detection on the eval split", [("eval_map50", "mAP50"), ("eval_f1_50", "F1@0.5"), ("eval_map", "mAP50-95"), ("eval_map50_by_confidence", "mAP50 (ranked by confidence)")], False),
         ("Gradient norm by group", [(k, k.split("/", 1)[1]) for k in sorted({k for e in log_history for k in e if k.startswith("grad_norm/")})], True),
     ]
     for title, keys, log_scale in panels:

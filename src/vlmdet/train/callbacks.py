@@ -194,7 +194,7 @@ class DetectionEvalCallback(TrainerCallback):
 
         t0 = time.perf_counter()
         preds = Predictor(model, processor, self.settings, batch_size=self.batch_size, decoding=self.decoding, confidence=self.confidence).predict(self.samples, images=self.images)
-        r = evaluate_predictions(self.samples, preds, self.settings)
+        r = evaluate_predictions(self.samples, preds, self.settings, self.confidence)
         out = {
             "eval_map50": r.map50,
             "eval_map": r.map,
@@ -205,8 +205,8 @@ class DetectionEvalCallback(TrainerCallback):
             "eval_preds_per_image": r.preds_per_image,
             "eval_detection_seconds": time.perf_counter() - t0,
         }
-        if "logprob" in r.by_score:
-            out["eval_map50_logprob"] = r.by_score["logprob"]["map50"]
+        if self.confidence in r.by_score:
+            out["eval_map50_by_confidence"] = r.by_score[self.confidence]["map50"]
         return out
 
     def on_train_begin(self, args, state, control, **kwargs):

@@ -121,7 +121,7 @@ def train(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> TrainRe
         preds = Predictor(trainer.model, processor, settings, batch_size=cfg.eval.batch_size, decoding=decoding, confidence=cfg.eval.confidence).predict(
             det_samples, det_images, progress=True, desc="before")
         columns["base model (before)"] = preds
-        before = evaluate_predictions(det_samples, preds, settings).to_dict()
+        before = evaluate_predictions(det_samples, preds, settings, cfg.eval.confidence).to_dict()
         if main:
             before_path.write_text(json.dumps(before, indent=2))
 
@@ -142,7 +142,7 @@ def train(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> TrainRe
         preds = Predictor(trainer.model, processor, settings, batch_size=cfg.eval.batch_size, decoding=decoding, confidence=cfg.eval.confidence).predict(
             det_samples, det_images, progress=True, desc="after")
         columns["fine-tuned (after)"] = preds
-        after = evaluate_predictions(det_samples, preds, settings).to_dict()
+        after = evaluate_predictions(det_samples, preds, settings, cfg.eval.confidence).to_dict()
     meta = {
         "model": run.model_src,
         "family": family.name,

@@ -163,7 +163,7 @@ def rl(cfg: RLConfig, extra_callbacks: list[Any] | None = None) -> TrainResult:
         preds = Predictor(trainer.model, processor, settings, batch_size=cfg.eval.batch_size, decoding=decoding, confidence=cfg.eval.confidence).predict(
             det_samples, det_images, progress=True, desc="before")
         columns["starting checkpoint"] = preds
-        before = evaluate_predictions(det_samples, preds, settings).to_dict()
+        before = evaluate_predictions(det_samples, preds, settings, cfg.eval.confidence).to_dict()
         if main:
             before_path.write_text(json.dumps(before, indent=2))
 
@@ -184,7 +184,7 @@ def rl(cfg: RLConfig, extra_callbacks: list[Any] | None = None) -> TrainResult:
         preds = Predictor(trainer.model, processor, settings, batch_size=cfg.eval.batch_size, decoding=decoding, confidence=cfg.eval.confidence).predict(
             det_samples, det_images, progress=True, desc="after")
         columns["after GRPO"] = preds
-        after = evaluate_predictions(det_samples, preds, settings).to_dict()
+        after = evaluate_predictions(det_samples, preds, settings, cfg.eval.confidence).to_dict()
     timings = [e for e in trainer.state.log_history if "time/generation_s" in e]
     meta = {
         "model": run.model_src, "family": family.name, "data": run.data_src, "eval_split": cfg.eval_split, "eval_images": len(det_samples),
