@@ -28,3 +28,8 @@ def test_demo_goes_from_nothing_to_real_detections(tmp_path):
     assert report["after"]["parse_failure_rate"] < 0.05  # it learned the answer format
     assert report["after"]["mean_iou"] > 0.5  # its boxes land on the objects
     assert result.after["map50"] >= MAP50_FLOOR, result.after
+    # and it learned to look: it beats every image-blind baseline fitted on the training split
+    print((tmp_path / "report.md").read_text())
+    best = max(r["map50"] for r in report["baselines"]["results"].values())
+    assert result.after["map50"] > best, report["baselines"]["results"]
+    assert "beats the image-blind baselines" in report["baseline_verdict"]
