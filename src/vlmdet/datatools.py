@@ -45,8 +45,12 @@ def read_all_splits(spec: str, holdout: Holdout = Holdout(), on_bad_data: str = 
     out = {"train": train}
     if val is not None:
         out["val"] = val
-    if holdout.test_fraction > 0:
+    if holdout.test_fraction > 0 and not (have and "test" in have):
         out["test"] = read_train_eval(spec, "train", "test", opts, holdout)[1]
+    if have:  # the dataset's own other splits (a test split beside a train split without val)
+        from vlmdet.data.readers import open_dataset
+
+        out.update({n: open_dataset(spec, n, opts) for n in have if n not in out})
     return out
 
 

@@ -111,3 +111,15 @@ def test_the_data_commands_through_the_cli(voc_root, tmp_path, capsys):
     assert (tmp_path / "y" / "data.yaml").is_file()
     assert main(["data", "stats", "--data", str(tmp_path / "nowhere")]) == 2
     assert "dataset not found" in capsys.readouterr().err
+
+
+def test_a_train_and_test_dataset_gets_val_carved_from_train_and_keeps_its_test(tmp_path):
+    for split, n in (("train", 10), ("test", 3)):
+        folder = tmp_path / split
+        images = [{"id": k + 1, "file_name": f"{split}{k}.png", "width": 30 + k, "height": 30} for k in range(n)]
+        for k in range(n):
+            solid(folder / f"{split}{k}.png", (30 + k, 30), colour=(k, 2 * k, 99))
+        write_coco(folder, images, [{"id": k + 1, "image_id": k + 1, "category_id": 1, "bbox": [1, 1, 5, 5], "area": 25, "iscrowd": 0} for k in range(n)])
+    splits = read_all_splits(str(tmp_path), Holdout(0.2))
+    assert {k: len(v) for k, v in splits.items()} == {"train": 8, "val": 2, "test": 3}
+    assert splits["test"].split_info is None and splits["val"].split_info["from"].endswith("[train]")

@@ -27,17 +27,8 @@ from pathlib import Path
 import numpy as np
 from pycocotools.coco import COCO
 
-from vlmdet.data.readers.common import MALFORMED, ReadOptions, handle, malformed, make_sample
+from vlmdet.data.readers.common import MALFORMED, ReadOptions, handle, image_beside, malformed, make_sample
 from vlmdet.data.sample import DataError, DetectionDataset, ReadReport
-
-
-def _image_root(ann_path: Path, images: Path | None, file_name: str) -> Path:
-    if images is not None:
-        return images / file_name
-    for candidate in (ann_path.parent / file_name, ann_path.parent / "images" / file_name):
-        if candidate.exists():
-            return candidate
-    return ann_path.parent / file_name
 
 
 def read_coco(
@@ -108,7 +99,7 @@ def read_coco(
             sample = make_sample(
                 sample_id=f"{ann_path.parent.name}/{ann_path.name}#{img_id}",
                 where=where,
-                image_path=_image_root(ann_path, img_dir, info["file_name"]),
+                image_path=image_beside(ann_path, img_dir, info["file_name"]),
                 boxes=np.array(boxes, dtype=np.float64).reshape(-1, 4),
                 labels=labels,
                 iscrowd=np.array(crowd, dtype=bool),

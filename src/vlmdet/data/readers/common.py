@@ -55,6 +55,17 @@ class ReadOptions:
             raise ValueError(f"exif must be 'auto' or 'ignore', got {self.exif!r}")
 
 
+def image_beside(annotation_file: Path, images: Path | None, file_name: str) -> Path:
+    """Where an annotation file's image is: under ``images`` when given, else beside the file, then in
+    an ``images/`` folder beside it (COCO, CSV exports put it in either place)."""
+    if images is not None:
+        return images / file_name
+    for candidate in (annotation_file.parent / file_name, annotation_file.parent / "images" / file_name):
+        if candidate.exists():
+            return candidate
+    return annotation_file.parent / file_name
+
+
 def to_xyxy(boxes: np.ndarray, fmt: str, scale_wh: tuple[float, float] | None = None) -> np.ndarray:
     """Convert ``(n, 4)`` boxes in ``fmt`` (optionally normalised by ``scale_wh``) to xyxy pixels."""
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()

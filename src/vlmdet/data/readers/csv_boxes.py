@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vlmdet.data.readers.common import MALFORMED, ReadOptions, handle, malformed, make_sample
+from vlmdet.data.readers.common import MALFORMED, ReadOptions, handle, image_beside, malformed, make_sample
 from vlmdet.data.sample import DataError, DetectionDataset, ReadReport
 
 COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax")
@@ -101,15 +101,6 @@ def _parse_row(row: dict, cols: dict[str, str], where: str) -> tuple[tuple[int, 
         if a > b:
             raise DataError(f"{where}: {lo} {a:g} > {hi} {b:g}; columns are xmin,ymin,xmax,ymax in pixels (corners, not width/height?)")
     return wh, [x1, y1, x2, y2], label
-
-
-def _image_path(csv_path: Path, images: Path | None, filename: str) -> Path:
-    if images is not None:
-        return images / filename
-    for candidate in (csv_path.parent / filename, csv_path.parent / "images" / filename):
-        if candidate.exists():
-            return candidate
-    return csv_path.parent / filename
 
 
 def _rows(path: Path) -> csv.DictReader:
@@ -201,7 +192,7 @@ def read_csv(path: str | Path, images: str | Path | None = None, options: ReadOp
                 make_sample(
                     sample_id=f"{path.name}#{filename}",
                     where=where,
-                    image_path=_image_path(path, img_dir, filename),
+                    image_path=image_beside(path, img_dir, filename),
                     boxes=np.array(group.boxes, dtype=np.float64).reshape(-1, 4),
                     labels=list(group.labels),
                     declared_wh=group.wh,
