@@ -101,22 +101,29 @@ def _same_data(a: str, b: str) -> bool:
     return a == b or (not a.startswith("hf:") and not b.startswith("hf:") and Path(a).resolve() == Path(b).resolve())
 
 
-def read_eval_split(model: str, spec: str, split: str, on_bad_data: str = "raise", allow_overlap: bool = False) -> tuple[DetectionDataset, DetectionDataset | None]:
+def training_split(model: str) -> DetectionDataset | None:
+    """The training split of a vlmdet run folder, read again as the run split it (``None`` otherwise)."""
+    trained = training_data(model)
+    if trained is None:
+        return None
+    return read_split(trained[0], trained[1], ReadOptions(on_error="skip", verify_images=False), trained[2])
+
+
+def read_eval_split(model: str, spec: str, split: str, on_bad_data: str = "raise", allow_overlap: bool = False,
+                    train: DetectionDataset | None = None) -> DetectionDataset:
     """Split ``split`` of ``spec`` as the model's training run split it (a one-set dataset: the same
-    held-out images), refused when its images are the run's training images (unless ``allow_overlap``).
-    Returns it and the run's training split (``None`` when the model is no vlmdet run folder)."""
+    held-out images), refused when its images are the run's training images ``train`` (unless
+    ``allow_overlap``; :func:`training_split` reads them)."""
     trained = training_data(model)
     holdout = trained[2] if trained and _same_data(trained[0], spec) else Holdout()
     ds = read_split(spec, split, ReadOptions(on_error=on_bad_data), holdout)
     if ds.split_info:
         log(describe(ds.split_info))
-    train = None
-    if trained is not None:
-        train = read_split(trained[0], trained[1], ReadOptions(on_error="skip", verify_images=False), trained[2])
+    if train is not None:
         found = check_no_overlap(train, ds, split, allow=allow_overlap)
         if found:
             log(f"WARNING: {len(found)} of these images trained {model} (--allow-overlap): the scores measure memorisation on them")
-    return ds, train
+    return ds
 
 
 def eval_baselines(spec: str, split: str, ds: DetectionDataset, train: DetectionDataset | None) -> Baselines:
@@ -258,8 +265,9 @@ def run_eval(
     processors = [load_processor(m, family)[0] for m in models]
     datasets: dict[str, DetectionDataset] = {}
     baselines: dict[str, Baselines] = {}
+    trained_on = training_split(model)  # read once: the overlap check and the baselines of every dataset use it
     for spec, name in zip(specs, dataset_names(specs)):
-        ds, trained_on = read_eval_split(model, spec, split, on_bad_data, allow_overlap)
+        ds = read_eval_split(model, spec, split, on_bad_data, allow_overlap, trained_on)
         if is_main_process():
             print(f"[vlmdet] {ds.report.summary()}", flush=True)
         if max_samples:

@@ -143,19 +143,21 @@ def test_a_run_on_one_file_is_split_recorded_and_never_scored_on_its_training_im
 
 
 def test_eval_splits_a_one_file_dataset_as_the_run_did_and_refuses_its_training_images(tmp_path):
-    from vlmdet.evaluate import read_eval_split
+    from vlmdet.evaluate import read_eval_split, training_split
 
     path = one_file_dataset(tmp_path, 20)
     run = tmp_path / "run"
     run.mkdir()
     settings_ = {"data": str(path), "train_split": "train", "val_fraction": 0.25, "test_fraction": 0.0, "seed": 3}
     (run / "run.json").write_text(json.dumps({"status": "finished", "fingerprint": {"settings": settings_}}))
-    val = read_eval_split(str(run), str(path), "val")
+    train = training_split(str(run))
+    assert len(train) == 15
+    val = read_eval_split(str(run), str(path), "val", train=train)
     expected = read_train_eval(str(path), "train", "val", ReadOptions(), Holdout(0.25, seed=3))[1]
     assert [s.id for s in val] == [s.id for s in expected]
     with pytest.raises(DataError, match="also training images"):
-        read_eval_split(str(run), str(path), "train")
-    assert len(read_eval_split(str(run), str(path), "train", allow_overlap=True)) == 15
+        read_eval_split(str(run), str(path), "train", train=train)
+    assert len(read_eval_split(str(run), str(path), "train", allow_overlap=True, train=train)) == 15
 
 
 def test_bad_fractions_are_config_errors():
