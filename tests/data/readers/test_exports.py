@@ -77,6 +77,13 @@ def test_roboflow_yolo_paths_resolve_as_ultralytics_resolves_them(tmp_path):
         open_dataset(root, "test")  # listed in data.yaml, missing on disk: still an error
 
 
+def test_a_relative_data_yaml_path_without_a_path_key_reads(tmp_path, monkeypatch):
+    roboflow_yolo(tmp_path / "export")
+    monkeypatch.chdir(tmp_path)
+    for spec in ("export", "export/data.yaml"):
+        assert len(open_dataset(spec, "train")) == 2 and len(open_dataset(spec, "val")) == 2
+
+
 def test_supervision_detection_dataset_reads_with_the_same_boxes(tmp_path):
     paths = [str(solid(tmp_path / f"{k}.png", (60, 40))) for k in range(3)]
     det = {paths[0]: sv.Detections(xyxy=np.array([[1.0, 2, 30, 20], [5, 5, 70, 30]]), class_id=np.array([0, 1])),

@@ -57,7 +57,8 @@ def _list_images(entry: str | list, root: Path) -> list[Path]:
                     q = Path(line.strip())
                     images.append(q if q.is_absolute() else (root / q))
         else:
-            raise DataError(f"YOLO split entry {e!r} (resolved to {p}) is neither an image folder nor a .txt list")
+            also = f"; also tried {root / str(e)[3:]}, as Ultralytics does" if str(e).startswith("../") else ""
+            raise DataError(f"YOLO split entry {e!r} (resolved to {p}{also}) is neither an image folder nor a .txt list")
     return images
 
 
@@ -151,9 +152,8 @@ def read_yolo(data_yaml: str | Path, split: str = "train", options: ReadOptions 
     split = next((name for name in split_names(split) if name in cfg), split)
     if split not in cfg:
         raise DataError(f"{yaml_path}: no '{split}' split (has: {', '.join(k for k in ('train', 'val', 'test') if k in cfg)})")
-    root = Path(cfg.get("path") or yaml_path.parent)
-    if not root.is_absolute():
-        root = yaml_path.parent / root
+    # `path:` is the dataset root, relative to data.yaml's folder when relative; without it, that folder
+    root = yaml_path.parent / cfg["path"] if cfg.get("path") else yaml_path.parent
     report = ReadReport(source=f"{yaml_path} [{split}]")
     samples = []
     for image in _list_images(cfg[split], root):
