@@ -37,6 +37,9 @@ def test_two_grpo_steps_per_decoder_only_family(family, tiny_model_dir, synth_di
     assert steps["time/generation_s"] > 0 and steps["time/update_s"] > 0
     assert json.loads((out / "vlmdet.json").read_text())["family"] == family
     assert "after GRPO" in (out / "report.md").read_text() and (out / "report.html").is_file()
+    # the image-blind baselines stand beside the starting checkpoint and the GRPO model
+    assert "| starting checkpoint | after GRPO | baseline: mean box | baseline: whole image |" in (out / "report.md").read_text()
+    assert report["baseline_verdict"].startswith("the GRPO model ")
 
 
 def test_florence2_is_refused_with_the_reason(tiny_model_dir, synth_dir, tmp_path, capsys):

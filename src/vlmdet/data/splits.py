@@ -98,7 +98,41 @@ def _carve(samples: list[Sample], n_out: int, rng: np.random.Generator) -> tuple
         side[i], n_held = 1, n_held + 1
         kept_count.subtract(labelsets[i])
         held_count.update(labelsets[i])
+    _refine(side, labelsets, totals, frac, rng)
     return [i for i in range(n) if side[i] == 0], [i for i in range(n) if side[i] == 1]
+
+
+def _refine(side: list[int], labelsets: list[set[str]], totals: Counter[str], frac: float, rng: np.random.Generator,
+            rounds: int = 200, sample: int = 64) -> None:
+    """Swap held-out and kept images while that brings every class's held-out count closer to its share
+    (least squares; images without a box count as one more class). Labels that co-occur pull the
+    greedy pass off its shares; a few swaps put them back. Bounded: ``rounds`` swaps, each the best
+    among ``sample`` images of either side; no class loses its last training image."""
+    names = sorted(totals)
+    x = np.zeros((len(side), len(names) + 1))
+    for i, ls in enumerate(labelsets):
+        for c in ls:
+            x[i, names.index(c)] = 1
+        x[i, -1] = not ls
+    target = frac * x.sum(axis=0)
+    sides = np.asarray(side)
+    for _ in range(rounds):
+        out, keep = np.flatnonzero(sides == 1), np.flatnonzero(sides == 0)
+        if not len(out) or not len(keep):
+            break
+        out = rng.choice(out, size=min(sample, len(out)), replace=False)
+        keep = rng.choice(keep, size=min(sample, len(keep)), replace=False)
+        held, kept = x[sides == 1].sum(axis=0), x[sides == 0].sum(axis=0)
+        change = x[keep][None, :, :] - x[out][:, None, :]  # (out, keep, labels): held-out counts after swapping
+        gain = ((held - target) ** 2).sum() - ((held + change - target) ** 2).sum(axis=2)
+        # a class the kept image alone trains must not leave the training side
+        orphans = ((change[..., :-1] > 0) & (kept[:-1] <= 1)).any(axis=2)
+        gain[orphans] = 0.0
+        a, b = np.unravel_index(int(np.argmax(gain)), gain.shape)
+        if gain[a, b] <= 1e-9:
+            break
+        sides[out[a]], sides[keep[b]] = 0, 1
+    side[:] = sides.tolist()
 
 
 def holdout_split(ds: DetectionDataset, holdout: Holdout, source: str = "") -> dict[str, DetectionDataset]:
