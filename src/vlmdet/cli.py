@@ -19,9 +19,43 @@ def _cmd_tiny_model(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in {"hidden_size": args.hidden_size, "num_layers": args.layers, "seed": args.seed}.items() if v is not None}
     if args.classes:
         overrides["class_names"] = tuple(c.strip() for c in args.classes.split(",") if c.strip())
+    if args.pretrain:
+        return _tiny_pretrained(args, overrides)
+    if not args.out:
+        raise SystemExit("vlmdet tiny-model: --out is required (without --pretrain)")
     out = build_tiny_model(args.family, args.out, TinySpec(**overrides))
     print((out / TINY_INFO_FILE).read_text())
     print(f"tiny {args.family} model written to {out}")
+    return 0
+
+
+def _tiny_pretrained(args: argparse.Namespace, overrides: dict) -> int:
+    import dataclasses
+    import json
+    import shutil
+
+    from vlmdet.config import parse_overrides
+    from vlmdet.families import TinySpec
+    from vlmdet.models.pretrained import PRETRAIN_FILE, PretrainRecipe, ensure_pretrained, summary
+
+    recipe_fields = {f.name for f in dataclasses.fields(PretrainRecipe)}
+    spec_fields = {f.name for f in dataclasses.fields(TinySpec)}
+    recipe, spec = {}, dict(overrides)
+    for key, value in parse_overrides(args.set or []):
+        head, _, name = key.partition(".")
+        target, fields = {"pretrain": (recipe, recipe_fields), "tiny": (spec, spec_fields)}.get(head, (None, set()))
+        if target is None or name not in fields:
+            raise SystemExit(f"vlmdet tiny-model: unknown setting {key!r}; use pretrain.<{'|'.join(sorted(recipe_fields))}> "
+                             f"or tiny.<TinySpec field>")
+        target[name] = tuple(value) if isinstance(value, list) else value
+    path = ensure_pretrained(args.family, TinySpec(**spec), PretrainRecipe(**recipe))
+    scores = json.loads((path / PRETRAIN_FILE).read_text())
+    print(f"tiny-pretrained:{args.family}: {summary(scores)}; built in {scores['seconds']:.0f} s")
+    if args.out:
+        shutil.copytree(path, args.out, dirs_exist_ok=True)
+        print(f"copied to {args.out}")
+    else:
+        print(f"cached in {path}")
     return 0
 
 
@@ -286,11 +320,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tiny-model", help="write an offline tiny model (real transformers classes, random weights)")
     p.add_argument("--family", required=True, choices=FAMILIES)
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", default=None, help="output folder (required without --pretrain)")
     p.add_argument("--hidden-size", type=int, default=None)
     p.add_argument("--layers", type=int, default=None)
     p.add_argument("--classes", default=None, help="comma-separated class names to include in the tokenizer corpus")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--pretrain", action="store_true",
+                   help="pre-train it on generated scenes (tiny-pretrained:<family>, kept in the cache folder; --out copies it)")
+    p.add_argument("set", nargs="*", metavar="KEY=VALUE", help="with --pretrain: pretrain.<PretrainRecipe field>=... or tiny.<TinySpec field>=...")
     p.set_defaults(func=_cmd_tiny_model)
 
     p = sub.add_parser(

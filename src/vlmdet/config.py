@@ -89,7 +89,9 @@ class RunConfig:
     trainer_section: ClassVar[str] = ""
     demo_config: ClassVar[str] = ""
 
-    model: str = "tiny:qwen2_5_vl"  # local dir, hub id, or tiny:<family> (built offline)
+    # local dir, hub id, tiny:<family> (built offline, random weights) or tiny-pretrained:<family>
+    # (the same tiny model pre-trained offline on generated scenes, cached: vlmdet.models.pretrained)
+    model: str = "tiny:qwen2_5_vl"
     family: str | None = None  # default: read from the model's config
     data: str = "synth"  # dataset spec (vlmdet.data.readers.open_dataset), or "synth" (vlmdet's synthetic shapes)
     train_split: str = "train"
@@ -122,7 +124,8 @@ class RunConfig:
     overwrite: bool = False  # replace a finished or unfinished run in output_dir
     seed: int = 0
     synth: dict[str, Any] = field(default_factory=dict)  # SynthConfig fields when data == "synth"
-    tiny: dict[str, Any] = field(default_factory=dict)  # TinySpec fields when model == tiny:<family>
+    tiny: dict[str, Any] = field(default_factory=dict)  # TinySpec fields when model == tiny:<family> / tiny-pretrained:<family>
+    pretrain: dict[str, Any] = field(default_factory=dict)  # PretrainRecipe fields when model == tiny-pretrained:<family>
     eval: EvalConfig = field(default_factory=EvalConfig)
     # Decoding of every answer vlmdet scores (before/after, in-training eval): any GenerationConfig
     # field over vlmdet's greedy defaults, which switch every penalty and n-gram ban off explicitly.
@@ -289,8 +292,10 @@ def _section_classes(cls: type[RunConfig]) -> dict[str, tuple[type, str]]:
 
     from vlmdet.data.synth import SynthConfig
     from vlmdet.families.base import TinySpec
+    from vlmdet.models.pretrained import PretrainRecipe
 
-    sections = {"eval": (EvalConfig, "vlmdet eval"), "synth": (SynthConfig, "SynthConfig"), "tiny": (TinySpec, "TinySpec"), "lora": (LoraConfig, "LoraConfig")}
+    sections = {"eval": (EvalConfig, "vlmdet eval"), "synth": (SynthConfig, "SynthConfig"), "tiny": (TinySpec, "TinySpec"),
+                "pretrain": (PretrainRecipe, "PretrainRecipe"), "lora": (LoraConfig, "LoraConfig")}
     args_cls = cls.trainer_args_class()
     if args_cls is not None:
         sections[cls.trainer_section] = (args_cls, args_cls.__name__)

@@ -9,7 +9,8 @@
 3. data — ``synth`` written (again, if its settings changed), the splits read, a training split
    with no boxes refused;
 4. resume — only from a checkpoint of the *same* run: same settings, same data (``run.json``);
-5. model — a ``tiny:<family>`` model built (again, if its spec changed), then loaded;
+5. model — a ``tiny:<family>`` model built (again, if its spec changed), a ``tiny-pretrained:<family>``
+   one taken from the cache (pre-trained first when not there), then loaded;
 6. task — the family's codec and prompt style (:class:`~vlmdet.rows.TaskSettings`), class names
    checked against them, every sample checked against the model (its processor can take the
    image, its target can be written); bad samples stop the run or are skipped and counted.
@@ -261,15 +262,22 @@ def data_source(cfg: RunConfig, out: Path) -> str:
 
 
 def model_source(cfg: RunConfig, out: Path) -> str:
-    """The model to load: ``tiny:<family>`` is built offline under the run folder (again when its spec changed)."""
-    if not cfg.model.startswith("tiny:"):
+    """The model to load: ``tiny:<family>`` is built offline under the run folder (again when its spec
+    changed); ``tiny-pretrained:<family>`` comes from the user's cache (:mod:`vlmdet.models.pretrained`)."""
+    if not cfg.model.startswith(("tiny:", "tiny-pretrained:")):
         return cfg.model
     from vlmdet.families import TinySpec
+
+    kind, family = cfg.model.split(":", 1)
+    spec = dataclasses.replace(TinySpec(), **{"seed": cfg.seed, **cfg.tiny})
+    if kind == "tiny-pretrained":
+        from vlmdet.models.pretrained import PretrainRecipe, ensure_pretrained
+
+        recipe = dataclasses.replace(PretrainRecipe(), **{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.pretrain.items()})
+        return str(ensure_pretrained(family, spec, recipe, log=log))
     from vlmdet.models.tiny import TINY_INFO_FILE, build_tiny_model
 
-    family = cfg.model.split(":", 1)[1]
     path = out / f"base-{family}"
-    spec = dataclasses.replace(TinySpec(), **{"seed": cfg.seed, **cfg.tiny})
     wanted = json.loads(json.dumps(dataclasses.asdict(spec)))
     info = path / TINY_INFO_FILE
     if (path / "config.json").is_file() and info.is_file():
