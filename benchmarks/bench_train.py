@@ -1,6 +1,8 @@
 """Training benchmarks for vlmdet (CPU-friendly; the figures in the README come from here).
 
     python benchmarks/bench_train.py time-to-quality   # the demo's mAP50 against wall seconds
+    python benchmarks/bench_train.py time-to-quality --bases tiny-pretrained:qwen2_5_vl tiny:qwen2_5_vl \
+        --set synth.colour_by_class=false   # the same curve from the pre-trained and the random-init base
     python benchmarks/bench_train.py step-speed        # our training step vs a raw TRL SFTTrainer step
     python benchmarks/bench_train.py ablation          # why the recipe matters, same budget each
     python benchmarks/bench_train.py all
@@ -30,20 +32,29 @@ def _demo_cfg(out: Path, *extra: str):
 
 
 def time_to_quality(args) -> dict:
-    """Run the demo as configured and report held-out mAP50 at each evaluation against wall seconds."""
+    """Run the demo as configured (once per ``--bases`` model, same settings otherwise) and report
+    held-out mAP50 at each evaluation against wall seconds. A pre-trained base is taken from the
+    cache: build it first (``vlmdet tiny-model --family qwen2_5_vl --pretrain``) so its own time is not counted."""
     from vlmdet.train.recipe import train
 
-    t0 = time.perf_counter()
-    result = train(_demo_cfg(OUT / "ttq", *args.set))
-    wall = time.perf_counter() - t0
-    points = [(e["eval_wall_seconds"], e["step"], e["eval_map50"], e["eval_map"]) for e in result.log_history if "eval_map50" in e]
-    print("\ntime-to-quality (demo config; wall seconds since the first training step)")
-    print(f"{'wall s':>8} {'step':>6} {'mAP50':>7} {'mAP':>7}")
-    for w, s, m50, m in points:
-        print(f"{w:8.0f} {s:6d} {m50:7.3f} {m:7.3f}")
-    out = {"points": points, "whole_command_seconds": wall, "before": result.before, "after": result.after, "train_seconds": result.train_seconds}
-    print(f"whole run {wall:.0f} s (model + data + before/after eval included); after: mAP50 {result.after['map50']:.3f}")
-    return out
+    runs = {}
+    for base in args.bases or [None]:
+        extra = [f"model={base}"] if base else []
+        name = base or "demo config"
+        t0 = time.perf_counter()
+        result = train(_demo_cfg(OUT / "ttq" / (base or "demo").replace(":", "-"), *extra, *args.set))
+        wall = time.perf_counter() - t0
+        points = [(e["eval_wall_seconds"], e["step"], e["eval_map50"], e["eval_map"]) for e in result.log_history if "eval_map50" in e]
+        runs[name] = {"points": points, "whole_command_seconds": wall, "before": result.before, "after": result.after,
+                      "baselines": getattr(result, "baselines", None), "train_seconds": result.train_seconds}
+    for name, r in runs.items():
+        print(f"\ntime-to-quality, base {name} (wall seconds since the first training step)")
+        print(f"{'wall s':>8} {'step':>6} {'mAP50':>7} {'mAP':>7}")
+        for w, st, m50, m in r["points"]:
+            print(f"{w:8.0f} {st:6d} {m50:7.3f} {m:7.3f}")
+        print(f"whole run {r['whole_command_seconds']:.0f} s (model + data + before/after eval included); "
+              f"before: mAP50 {r['before']['map50']:.3f}, after: mAP50 {r['after']['map50']:.3f}")
+    return runs
 
 
 class StepTimer:
@@ -153,6 +164,7 @@ def main() -> None:
     p.add_argument("which", choices=["time-to-quality", "step-speed", "ablation", "all"])
     p.add_argument("--steps", type=int, default=30, help="steps per trainer for step-speed")
     p.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for the demo config")
+    p.add_argument("--bases", nargs="*", default=[], help="time-to-quality: one run per base model (e.g. tiny-pretrained:qwen2_5_vl tiny:qwen2_5_vl)")
     args = p.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     todo = ["time-to-quality", "step-speed", "ablation"] if args.which == "all" else [args.which]
