@@ -115,51 +115,30 @@ def _run_control(args: argparse.Namespace) -> list[str]:
     return [f"{k}=true" for k in ("resume", "overwrite") if getattr(args, k, False)]
 
 
-def _interrupted(cfg, command: str, config_arg: str | None, extra: list[str]) -> int:
-    """Ctrl-C during training: one line saying where the last checkpoint is and how to resume."""
+def _cli_interrupted(exc, command: str, config_arg: str | None, extra: list[str]) -> int:
+    """Ctrl-C during training: one line saying where the last checkpoint is and how to resume (the
+    command line's resume command, where the Python API's message gives the Python call)."""
     import shlex
-    from pathlib import Path
 
-    from vlmdet.run import RunFolder
-
-    last = RunFolder(Path(cfg.output_dir)).last_checkpoint()
     again = " ".join(["vlmdet", command] + (["--config", shlex.quote(config_arg)] if config_arg else []) + [shlex.quote(e) for e in extra if e not in ("--resume", "--overwrite")] + ["--resume"])
-    if last is None:
-        print(f"\nvlmdet {command}: interrupted before the first checkpoint; nothing saved in {cfg.output_dir} to resume from", file=sys.stderr)
+    if exc.checkpoint is None:
+        print(f"\nvlmdet {command}: interrupted before the first checkpoint; nothing saved in {exc.output_dir} to resume from", file=sys.stderr)
     else:
-        print(f"\nvlmdet {command}: interrupted; last checkpoint {last} — resume with: {again}", file=sys.stderr)
+        print(f"\nvlmdet {command}: interrupted; last checkpoint {exc.checkpoint} — resume with: {again}", file=sys.stderr)
     return 130
 
 
-def _warn_blind(result, name: str) -> None:
-    """The image-blind baselines' verdict, loud when the model does not beat them."""
-    from vlmdet.metrics.baselines import verdict
-
-    line = verdict((result.after or {}).get("map50"), result.baselines, name) if result.baselines else None
-    if line and "does not beat" in line:
-        print(f"[vlmdet] WARNING: {line}", file=sys.stderr)
-    elif line:
-        print(f"[vlmdet] {line}", flush=True)
-
-
 def _cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
-    from vlmdet.train.config import load_config
-    from vlmdet.train.recipe import train
+    from vlmdet.commands import Interrupted, train
 
     config = args.config
     if config is None and not extra:
         config = "demo"
         print("[vlmdet] no settings: running the offline demo (--config demo)", flush=True)
-    cfg = load_config(config, extra + _run_control(args))
     try:
-        result = train(cfg)
-    except KeyboardInterrupt:
-        return _interrupted(cfg, "train", config, extra + _run_control(args))
-    from vlmdet.distributed import is_main_process
-
-    if is_main_process() and result.after and result.before and result.after.get("map50", 0) <= result.before.get("map50", 0):
-        print("[vlmdet] WARNING: the fine-tuned model is not better than the base on mAP50", file=sys.stderr)
-    _warn_blind(result, "the fine-tuned model")
+        train(config, overrides=extra + _run_control(args))
+    except Interrupted as exc:
+        return _cli_interrupted(exc, "train", config, extra + _run_control(args))
     return 0
 
 
@@ -171,28 +150,24 @@ def _generation(items: list[str] | None) -> dict:
 
 
 def _cmd_rl(args: argparse.Namespace, extra: list[str]) -> int:
-    from vlmdet.train.rl import rl, rl_demo
-    from vlmdet.train.rl_config import load_config
+    from vlmdet.commands import Interrupted, rl
+    from vlmdet.train.rl import rl_demo
 
     config = args.config
     if config is None and not extra:
         print("[vlmdet] no settings: running the offline RL demo (--config demo): GRPO from the SFT demo's model", flush=True)
         return rl_demo(_run_control(args))
-    cfg = load_config(config, extra + _run_control(args))
     try:
-        result = rl(cfg)
-    except KeyboardInterrupt:
-        return _interrupted(cfg, "rl", config, extra + _run_control(args))
-    if result.after and result.before and result.after.get("map50", 0) <= result.before.get("map50", 0):
-        print("[vlmdet] WARNING: after GRPO the model is not better than the starting checkpoint on mAP50", file=sys.stderr)
-    _warn_blind(result, "the GRPO model")
+        rl(config, overrides=extra + _run_control(args))
+    except Interrupted as exc:
+        return _cli_interrupted(exc, "rl", config, extra + _run_control(args))
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from vlmdet.evaluate import run_eval
+    from vlmdet.commands import evaluate
 
-    run_eval(
+    evaluate(
         args.model, args.data, split=args.split, out=args.out, batch_size=args.batch_size, compare=args.compare,
         max_samples=args.max_samples, family=args.family, max_new_tokens=args.max_new_tokens, on_bad_data=args.on_bad_data,
         generation=_generation(args.generation), confidence=args.confidence, allow_overlap=args.allow_overlap,
@@ -219,25 +194,20 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from vlmdet.export import export_model
+    from vlmdet.commands import export
 
-    export_model(args.model, args.out, merge=args.merge, dtype=args.dtype, push_to_hub=args.push_to_hub, overwrite=args.overwrite,
+    export(args.model, args.out, merge=args.merge, dtype=args.dtype, push_to_hub=args.push_to_hub, overwrite=args.overwrite,
                  generation=_generation(args.generation))
     return 0
 
 
 def _cmd_doctor(args: argparse.Namespace, extra: list[str]) -> int:
-    from vlmdet.doctor import run_doctor
+    from vlmdet.commands import doctor
 
-    if args.rl:
-        from vlmdet.train.rl_config import load_config
-    else:
-        from vlmdet.train.config import load_config
-    cfg = load_config(args.config or ("demo" if not extra else None), extra)
-    results = run_doctor(cfg, out_dir=args.out, checks=args.checks.split(",") if args.checks else None, overfit_steps=args.overfit_steps)
-    failed = [r.name for r in results if not r.ok]
-    print(f"[vlmdet] doctor: {len(results) - len(failed)}/{len(results)} checks passed" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
-    return 1 if failed else 0
+    result = doctor(args.config, rl=args.rl, out=args.out, checks=args.checks.split(",") if args.checks else None,
+                    overfit_steps=args.overfit_steps, overrides=extra)
+    print(f"[vlmdet] {result.summary()}")
+    return 0 if result.ok else 1
 
 
 ACCELERATE_CONFIGS = ("ddp", "fsdp2", "zero2", "zero3")

@@ -302,8 +302,29 @@ def _section_classes(cls: type[RunConfig]) -> dict[str, tuple[type, str]]:
     return sections
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None, cls: type[RunConfig]) -> RunConfig:
-    """Read ``path`` (YAML; ``"demo"`` = the class's demo config) and apply ``overrides``.
+def settings_pairs(settings: dict[str, Any] | None, sections: set[str]) -> list[tuple[str, Any]]:
+    """Python keyword settings as override pairs: ``lora={"r": 8}`` -> ``("lora.r", 8)`` (a section is
+    updated key by key, as ``lora.r=8`` on the command line does); tuples become lists, as YAML gives them."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, Path):
+            return str(v)
+        return v
+
+    out: list[tuple[str, Any]] = []
+    for key, value in (settings or {}).items():
+        if key in sections and isinstance(value, dict):
+            out += [(f"{key}.{k}", plain(v)) for k, v in value.items()]
+        else:
+            out.append((key, plain(value)))
+    return out
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None, cls: type[RunConfig], settings: dict[str, Any] | None = None) -> RunConfig:
+    """Read ``path`` (YAML; ``"demo"`` = the class's demo config) and apply ``overrides`` (command-line
+    ``key=value`` strings), then ``settings`` (Python values, e.g. ``learning_rate=1e-4, lora={"r": 8}``).
 
     Raises :class:`ConfigError` naming the setting for unknown keys (at any level), wrong types and
     invalid YAML, and :class:`FileNotFoundError` for a missing file.
@@ -321,7 +342,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None, cls: type[
     section = cls.trainer_section
     trainer_fields = _fields(sections[section][0]) if section in sections else set()
     lora_fields = _fields(sections["lora"][0])
-    for key, value in parse_overrides(overrides or []):
+    for key, value in parse_overrides(overrides or []) + settings_pairs(settings, set(sections)):
         head = key.split(".")[0]
         if head in own:
             _set(tree, key, value)

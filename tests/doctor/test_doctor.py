@@ -41,7 +41,7 @@ def test_coordinates_in_the_wrong_space_fail(tmp_path, tiny_model_dir, synth_dir
 
 
 def test_frozen_adapters_fail(tmp_path, tiny_model_dir, synth_dir, monkeypatch, capsys):
-    import vlmdet.train.model as model_mod
+    from vlmdet.train import model as model_mod
 
     real = model_mod.setup_trainable
 
@@ -62,7 +62,7 @@ def test_frozen_adapters_fail(tmp_path, tiny_model_dir, synth_dir, monkeypatch, 
 
 def test_gradients_cut_off_by_checkpointing_fail(tmp_path, tiny_model_dir, synth_dir, monkeypatch, capsys):
     """Reentrant checkpointing with no input-grad hooks: adapters get no gradient — and doctor says so."""
-    import vlmdet.train.model as model_mod
+    from vlmdet.train import model as model_mod
     from transformers import PreTrainedModel
 
     monkeypatch.setattr(model_mod, "enable_input_grads", lambda model, family: None)
@@ -74,7 +74,7 @@ def test_gradients_cut_off_by_checkpointing_fail(tmp_path, tiny_model_dir, synth
 
 def test_an_image_the_model_ignores_fails_the_overfit_check(tmp_path, tiny_model_dir, synth_dir, monkeypatch, capsys):
     """A model whose language side never sees the image can only memorise one answer for two images."""
-    import vlmdet.train.model as model_mod
+    from vlmdet.train import model as model_mod
 
     real = model_mod.setup_trainable
 

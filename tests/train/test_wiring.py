@@ -69,7 +69,7 @@ def test_the_gradient_alarm_fires_inside_a_real_run_and_stops_it(tiny_model_dir,
     """LoRA on both towers under reentrant checkpointing, with the input-grad hook only on the text
     side (what transformers < 5 did, and vlmdet's own vision hook removed): the vision adapters get
     no gradient while the language adapters learn — the alarm must see it."""
-    import vlmdet.train.model as model_mod
+    from vlmdet.train import model as model_mod
     from transformers import PreTrainedModel
 
     def text_side_only(self):

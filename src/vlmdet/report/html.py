@@ -163,6 +163,29 @@ for(var i=0;i<im.length;i++){if(im[i].complete&&im[i].naturalWidth>0){ok++;}}
 document.body.setAttribute('data-images-total',im.length);document.body.setAttribute('data-images-loaded',ok);});</script>"""
 
 
+def _figure(item: GalleryItem) -> str:
+    """One gallery image: ground truth, then each column's boxes, side by side."""
+    panels = [("ground truth", item.gt_boxes, item.gt_labels, None, GT_COLOUR)]
+    panels += [(name, b, lab, conf, COLUMN_COLOURS[k % len(COLUMN_COLOURS)]) for k, (name, (b, lab, conf)) in enumerate(item.preds.items())]
+    return f"<figure><img alt='{html.escape(item.title)}' src='{_png(side_by_side(item.image, panels))}'><figcaption>{html.escape(item.title)}</figcaption></figure>"
+
+
+def fragment(title: str, columns: dict[str, dict[str, Any] | None], gallery: Sequence[GalleryItem] = (), images: Sequence[str | Path] = (),
+             notes: Sequence[str] = (), limit: int = 3) -> str:
+    """The metrics table and a few images as an HTML fragment: what a result object shows in Jupyter
+    (``_repr_html_``). ``images`` are PNG files (e.g. ``vlmdet eval``'s ``images/``)."""
+    parts = [f"<div class='vlmdet'><style>{CSS.replace('body{', '.vlmdet{')}</style><h3>{html.escape(title)}</h3>"]
+    parts += [f"<p class='verdict'>{html.escape(n)}</p>" for n in notes if n]
+    parts.append(_table(columns))
+    figs = [_figure(item) for item in list(gallery)[:limit]]
+    figs += [f"<figure><img alt='{html.escape(Path(p).name)}' src='data:image/png;base64,{base64.b64encode(Path(p).read_bytes()).decode()}'>"
+             f"<figcaption>{html.escape(Path(p).name)}</figcaption></figure>" for p in list(images)[: max(0, limit - len(figs))]]
+    if figs:
+        parts += ["<div class='gallery'>", *figs, "</div>"]
+    parts.append("</div>")
+    return "\n".join(parts)
+
+
 def write_html(
     path: str | Path,
     title: str,
@@ -188,10 +211,7 @@ def write_html(
         names = list(gallery[0].preds)
         legend = ", ".join(f"{n} ({'red' if k == 0 else 'blue' if k == 1 else 'other'})" for k, n in enumerate(names))
         parts += [f"<h2>Gallery — worst images first</h2><p>Ground truth (green), then {html.escape(legend)}; numbers are box confidences.</p><div class='gallery'>"]
-        for item in gallery:
-            panels = [("ground truth", item.gt_boxes, item.gt_labels, None, GT_COLOUR)]
-            panels += [(name, b, lab, conf, COLUMN_COLOURS[k % len(COLUMN_COLOURS)]) for k, (name, (b, lab, conf)) in enumerate(item.preds.items())]
-            parts.append(f"<figure><img alt='{html.escape(item.title)}' src='{_png(side_by_side(item.image, panels))}'><figcaption>{html.escape(item.title)}</figcaption></figure>")
+        parts += [_figure(item) for item in gallery]
         parts.append("</div>")
     if settings:
         parts += ["<h2>Settings</h2>", f"<pre>{html.escape(json.dumps(settings, indent=2, default=str))}</pre>"]

@@ -111,6 +111,6 @@ def build_args(args_cls: type, defaults: dict[str, Any], values: dict[str, Any],
         raise ConfigError(f"{section}: {exc}") from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read ``path`` (YAML, or ``"demo"``) and apply ``overrides`` (see :func:`vlmdet.config.load_config`)."""
-    return _load_config(path, overrides, TrainConfig)
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **settings: Any) -> TrainConfig:
+    """Read ``path`` (YAML, or ``"demo"``) and apply ``overrides`` and keyword ``settings`` (see :func:`vlmdet.config.load_config`)."""
+    return _load_config(path, overrides, TrainConfig, settings)

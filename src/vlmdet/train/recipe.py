@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,13 @@ from vlmdet.train.config import TrainConfig
 
 @dataclass
 class TrainResult:
+    """What ``vlmdet train`` / ``vlmdet rl`` (and :func:`vlmdet.train` / :func:`vlmdet.rl`) produced.
+
+    ``before`` / ``after`` are the eval split's metrics (``DetectionResult.to_dict()``: ``map50``,
+    ``map``, ...), ``baselines`` the image-blind baselines on the same images, ``log_history`` the
+    trainer's logged history (loss, eval figures, gradient norms per step). In Jupyter the object
+    shows the before/after/baseline table and a few images with their boxes."""
+
     output_dir: Path
     before: dict[str, Any] | None
     after: dict[str, Any] | None
@@ -30,6 +37,37 @@ class TrainResult:
     train_seconds: float
     log_history: list[dict[str, Any]]
     baselines: dict[str, Any] | None = None  # the image-blind baselines on the same eval images (Baselines.to_dict())
+    gallery: list[Any] = field(default_factory=list, repr=False)  # report.html's gallery items (images with boxes), worst first
+    title: str = "vlmdet train"
+    names: tuple[str, str] = ("base model (before)", "fine-tuned (after)")  # the report's column names
+    subject: str = "the fine-tuned model"  # how the verdict names the trained model
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return self.log_history
+
+    @property
+    def report(self) -> Path | None:
+        """``report.html`` of the run, when it was written."""
+        p = Path(self.output_dir) / "report.html"
+        return p if p.is_file() else None
+
+    @property
+    def columns(self) -> dict[str, dict[str, Any] | None]:
+        """The report's columns: before, after and each baseline."""
+        cols: dict[str, dict[str, Any] | None] = {self.names[0]: self.before, self.names[1]: self.after}
+        return {**cols, **((self.baselines or {}).get("results") or {})}
+
+    def verdict(self) -> str | None:
+        from vlmdet.metrics.baselines import verdict
+
+        return verdict((self.after or {}).get("map50"), self.baselines, self.subject) if self.baselines else None
+
+    def _repr_html_(self) -> str:
+        from vlmdet.report.html import fragment
+
+        head = f"{self.title}: {self.steps} steps in {self.train_seconds:.0f} s -> {self.output_dir}"
+        return fragment(head, self.columns, gallery=self.gallery, notes=[self.verdict() or ""])
 
 
 def image_cache(cfg: Any, processor: Any):
@@ -158,10 +196,11 @@ def train(cfg: TrainConfig, extra_callbacks: list[Any] | None = None) -> TrainRe
         "confidence": cfg.eval.confidence,
     }
     baselines = run_baselines(run, det_samples) if main and (before is not None or after is not None) else None
+    gallery = gallery_items(det_samples, columns) if baselines is not None else []
     if baselines is not None:
-        write_report(out, before, after, meta, gallery=gallery_items(det_samples, columns), log_history=trainer.state.log_history, baselines=baselines)
+        write_report(out, before, after, meta, gallery=gallery, log_history=trainer.state.log_history, baselines=baselines)
         print_table(run_columns(before, after, meta, baselines), title=f"{family.name} on {cfg.eval_split} ({len(det_samples)} images)")
     run.folder.finish(trainer.state.global_step)
     log(f"saved model, processor and vlmdet.json to {out} ({trainer.state.global_step} steps, {train_seconds:.0f} s)")
     return TrainResult(out, before, after, trainer.state.global_step, train_seconds, trainer.state.log_history,
-                       baselines.to_dict() if baselines is not None else None)
+                       baselines.to_dict() if baselines is not None else None, gallery)

@@ -194,13 +194,15 @@ def rl(cfg: RLConfig, extra_callbacks: list[Any] | None = None) -> TrainResult:
         "before_name": "starting checkpoint", "after_name": "after GRPO", "verdict_names": ["the GRPO model", "the starting checkpoint"],
     }
     baselines = run_baselines(run, det_samples) if main and (before is not None or after is not None) else None
+    gallery = gallery_items(det_samples, columns) if baselines is not None else []
     if baselines is not None:
-        write_report(out, before, after, meta, gallery=gallery_items(det_samples, columns), log_history=trainer.state.log_history, baselines=baselines)
+        write_report(out, before, after, meta, gallery=gallery, log_history=trainer.state.log_history, baselines=baselines)
         print_table(run_columns(before, after, meta, baselines), title=f"{family.name} GRPO on {cfg.eval_split} ({len(det_samples)} images)")
     run.folder.finish(trainer.state.global_step)
     log(f"saved model, processor and vlmdet.json to {out} ({trainer.state.global_step} steps, {train_seconds:.0f} s)")
     return TrainResult(out, before, after, trainer.state.global_step, train_seconds, trainer.state.log_history,
-                       baselines.to_dict() if baselines is not None else None)
+                       baselines.to_dict() if baselines is not None else None, gallery, title="vlmdet rl (GRPO)",
+                       names=("starting checkpoint", "after GRPO"), subject="the GRPO model")
 
 
 def compare_models(models: dict[str, str], data: str, split: str, out: Path, weights: dict[str, float], cfg: Any) -> dict[str, dict[str, Any]]:

@@ -90,6 +90,6 @@ def vllm_unavailable() -> str | None:
     return f"vLLM generation needs {' and '.join(missing)}, which this machine lacks" if missing else None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RLConfig:
-    """Read ``path`` (YAML, or ``"demo"``) and apply ``overrides`` (see :func:`vlmdet.config.load_config`)."""
-    return _load_config(path, overrides, RLConfig)
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, **settings: Any) -> RLConfig:
+    """Read ``path`` (YAML, or ``"demo"``) and apply ``overrides`` and keyword ``settings`` (see :func:`vlmdet.config.load_config`)."""
+    return _load_config(path, overrides, RLConfig, settings)
