@@ -62,6 +62,7 @@ _EXPORTS = {
     # the parts, for your own TRL script
     "TaskSettings": "vlmdet.rows",
     "RowSource": "vlmdet.rows",
+    "PromptSource": "vlmdet.rows",
     "DetectionCollator": "vlmdet.train.collator",
     "GradNormCallback": "vlmdet.train.callbacks",
     "DetectionEvalCallback": "vlmdet.train.callbacks",
@@ -122,7 +123,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the same names, imported eagerl
     from vlmdet.predict import Predictor, evaluate_predictions
     from vlmdet.prompts import build_prompt
     from vlmdet.rewards import reward_functions
-    from vlmdet.rows import RowSource, TaskSettings
+    from vlmdet.rows import PromptSource, RowSource, TaskSettings
     from vlmdet.train.callbacks import DetectionEvalCallback, GradNormCallback
     from vlmdet.train.collator import DetectionCollator
     from vlmdet.train.config import TrainConfig

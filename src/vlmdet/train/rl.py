@@ -35,29 +35,6 @@ PREFIX_CHAT_TEMPLATE = (
 )
 
 
-class PromptSource:
-    """Training samples as TRL's conversational GRPO rows: the prompt with its image, and the
-    ``sample_index`` the rewards look the ground truth up by. Images decode on access (cached)."""
-
-    def __init__(self, samples: list[Any], settings: Any, cache: Any | None = None) -> None:
-        self.samples, self.settings, self.cache = samples, settings, cache
-
-    def row(self, i: int) -> dict[str, Any]:
-        s = self.samples[i]
-        image = self.cache.get(s.id, s.load_image) if self.cache is not None else s.load_image()
-        prompt = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": self.settings.prompt(s)}]}]
-        return {"prompt": prompt, "sample_index": i}
-
-    def dataset(self):
-        import datasets
-
-        def transform(batch: dict[str, list]) -> dict[str, list]:
-            rows = [self.row(i) for i in batch["sample_index"]]
-            return {k: [r[k] for r in rows] for k in rows[0]}
-
-        return datasets.Dataset.from_dict({"sample_index": list(range(len(self.samples)))}).with_transform(transform)
-
-
 def rollout_generation_kwargs() -> dict[str, Any]:
     """Every penalty and n-gram ban off for the rollouts: TRL sets sampling (temperature, top-p/k,
     repetition penalty), and everything it leaves unset would otherwise come from the checkpoint's
@@ -78,7 +55,7 @@ def rl(cfg: RLConfig, extra_callbacks: list[Any] | None = None) -> TrainResult:
     from vlmdet.run import run_baselines
     from vlmdet.report.html import gallery_items
     from vlmdet.rewards import DEFAULT_WEIGHTS, reward_functions
-    from vlmdet.rows import RowSource
+    from vlmdet.rows import PromptSource, RowSource
     from vlmdet.distributed import is_main_process
     from vlmdet.run import prepare_run
     from vlmdet.train.callbacks import ConsoleCallback, DetectionEvalCallback, GradNormCallback, TimeLimitCallback, quiet_progress
