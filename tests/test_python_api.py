@@ -160,3 +160,21 @@ def test_interrupted_before_the_first_checkpoint(tiny_model_dir, synth_dir, tmp_
         vlmdet.train(callbacks=[_StopAt(1)], **_settings(tiny_model_dir, synth_dir, out, max_steps=8, save_steps=5, eval_strategy="no",
                                                        eval={"before": False}))
     assert info.value.checkpoint is None
+
+
+def test_rl_from_python_returns_the_grpo_result_and_refuses_bad_rewards(tiny_model_dir, synth_dir, tmp_path, capsys):
+    from tests.train.test_rl import FAST_RL
+
+    base = dict(model=str(tiny_model_dir("qwen2_5_vl")), data=str(synth_dir), max_steps=2, save_steps=1000, eval={"max_samples": 4, "batch_size": 4})
+    result = vlmdet.rl(overrides=FAST_RL, output_dir=str(tmp_path / "rl"), **base)
+    assert isinstance(result, vlmdet.TrainResult) and result.steps == 2
+    assert result.names == ("starting checkpoint", "after GRPO") and result.before is not None and result.after is not None
+    assert any("reward" in e for e in result.history)
+    page = result._repr_html_()
+    assert "<th>after GRPO</th>" in page and "<th>baseline: mean box</th>" in page
+    message = _cli_error(capsys, ["rl", *FAST_RL, *(f"{k}={v}" for k, v in base.items() if k != "eval"), f"output_dir={tmp_path / 'bad'}", "rewards.f1=oops"])
+    with pytest.raises(ConfigError) as info:
+        vlmdet.rl(overrides=FAST_RL, output_dir=str(tmp_path / "bad"), rewards={"f1": "oops"}, **{k: v for k, v in base.items() if k != "eval"})
+    assert str(info.value) == message
+    with pytest.raises(ValueError, match="vlmdet.rl needs a config or settings"):
+        vlmdet.rl()

@@ -184,6 +184,9 @@ def _describe(hint: Any) -> str:
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in args)
     names = {bool: "true/false", int: "an integer", float: "a number", str: "a string", dict: "a mapping", list: "a list", tuple: "a list"}
+    if origin is dict and len(args) == 2 and args[1] is not Any:
+        plural = {str: "strings", int: "integers", float: "numbers", bool: "true/false values"}
+        return f"a mapping of {plural.get(args[0], _describe(args[0]))} to {plural.get(args[1], _describe(args[1]))}"
     if origin in (list, tuple, dict):
         return names[origin]
     if isinstance(hint, type) and issubclass(hint, Enum):
@@ -217,7 +220,9 @@ def accepts(hint: Any, value: Any) -> bool:
         inner = [a for a in args if a is not Ellipsis]
         return len(inner) != 1 or all(accepts(inner[0], v) for v in value)
     if origin is dict or hint is dict:
-        return isinstance(value, dict)
+        if not isinstance(value, dict):
+            return False
+        return len(args) != 2 or all(accepts(args[0], k) and accepts(args[1], v) for k, v in value.items())
     if isinstance(hint, type) and issubclass(hint, Enum):
         return isinstance(value, hint) or value in {m.value for m in hint}
     return True

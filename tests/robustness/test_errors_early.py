@@ -174,3 +174,14 @@ def test_a_crafted_refcoco_pickle_is_refused_and_runs_nothing(tmp_path):
     (tmp_path / "refs(unc).p").write_bytes(pickle.dumps(refs, protocol=2))
     ds = read_refcoco(tmp_path / "refs(unc).p", tmp_path / "instances.json", tmp_path / "images")
     assert ds[0].phrase == "the red square" and np.allclose(ds[0].boxes, [[1, 2, 11, 12]])
+
+
+def test_reward_weights_are_checked_as_numbers_before_anything_loads(tmp_path, capsys):
+    # a weight that is not a number used to pass the config check and fail after the model loaded
+    from vlmdet.train.rl_config import load_config as load_rl_config
+
+    args = [f"output_dir={tmp_path / 'rl'}", "model=./missing-model", "data=./missing-data"]
+    assert main(["rl", *args, "rewards.f1=oops"]) == 2
+    assert "rewards: expected a mapping of strings to numbers, got {'f1': 'oops'}" in capsys.readouterr().err
+    cfg = load_rl_config(None, [*args, "rewards.f1=2", "rewards.count=0"])
+    assert cfg.rewards == {"f1": 2, "count": 0}
