@@ -148,7 +148,7 @@ def test_interrupting_train_names_the_checkpoint_and_resumes(tiny_model_dir, syn
     assert isinstance(info.value, KeyboardInterrupt)
     assert info.value.checkpoint == out / "checkpoint-3"
     assert str(info.value).startswith(f"vlmdet train: interrupted; last checkpoint {out}/checkpoint-3 — resume with: vlmdet.train(")
-    assert str(info.value).endswith("resume=True)")
+    assert str(info.value).endswith("resume=True)") and f"overrides={FAST_TRAIN!r}" in str(info.value)
     assert not (out / "vlmdet.json").exists()  # nothing written as if the run had finished
     result = vlmdet.train(resume=True, **settings)  # the same process (the kernel) goes on
     assert result.steps == 8 and (out / "vlmdet.json").is_file()

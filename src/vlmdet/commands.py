@@ -52,9 +52,11 @@ def last_checkpoint(output_dir: str | Path) -> Path | None:
     return RunFolder(Path(output_dir)).last_checkpoint()
 
 
-def _interrupted(cfg: Any, command: str, config: str | Path | None, settings: dict[str, Any]) -> Interrupted:
+def _interrupted(cfg: Any, command: str, config: str | Path | None, overrides: Sequence[str] | None, settings: dict[str, Any]) -> Interrupted:
     last = last_checkpoint(cfg.output_dir)
-    args = ([repr(str(config))] if config is not None else []) + [f"{k}={v!r}" for k, v in settings.items() if k not in ("resume", "overwrite")]
+    kept = [o for o in overrides or [] if o not in ("--resume", "--overwrite", "resume=true", "overwrite=true")]
+    args = ([repr(str(config))] if config is not None else []) + ([f"overrides={kept!r}"] if kept else [])
+    args += [f"{k}={v!r}" for k, v in settings.items() if k not in ("resume", "overwrite")]
     again = f"vlmdet.{command}({', '.join(args + ['resume=True'])})"
     if last is None:
         return Interrupted(f"vlmdet {command}: interrupted before the first checkpoint; nothing saved in {cfg.output_dir} to resume from", None, Path(cfg.output_dir))
@@ -104,7 +106,7 @@ def train(config: str | Path | None = None, /, *, overrides: Sequence[str] | Non
     except Interrupted:
         raise
     except KeyboardInterrupt:
-        raise _interrupted(cfg, "train", config, settings) from None
+        raise _interrupted(cfg, "train", config, overrides, settings) from None
     _report_verdicts(result, "the base")
     return result
 
@@ -122,7 +124,7 @@ def rl(config: str | Path | None = None, /, *, overrides: Sequence[str] | None =
     except Interrupted:
         raise
     except KeyboardInterrupt:
-        raise _interrupted(cfg, "rl", config, settings) from None
+        raise _interrupted(cfg, "rl", config, overrides, settings) from None
     _report_verdicts(result, "the starting checkpoint")
     return result
 
