@@ -121,10 +121,7 @@ def _cli_interrupted(exc, command: str, config_arg: str | None, extra: list[str]
     import shlex
 
     again = " ".join(["vlmdet", command] + (["--config", shlex.quote(config_arg)] if config_arg else []) + [shlex.quote(e) for e in extra if e not in ("--resume", "--overwrite")] + ["--resume"])
-    if exc.checkpoint is None:
-        print(f"\nvlmdet {command}: interrupted before the first checkpoint; nothing saved in {exc.output_dir} to resume from", file=sys.stderr)
-    else:
-        print(f"\nvlmdet {command}: interrupted; last checkpoint {exc.checkpoint} — resume with: {again}", file=sys.stderr)
+    print(f"\n{exc.line(again)}", file=sys.stderr)
     return 130
 
 

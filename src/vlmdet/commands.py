@@ -40,39 +40,36 @@ class Interrupted(KeyboardInterrupt):
     """Training stopped by Ctrl-C / "interrupt kernel". ``checkpoint`` is the last complete
     checkpoint (``None`` before the first); the message says how to resume."""
 
-    def __init__(self, message: str, checkpoint: Path | None, output_dir: Path):
-        super().__init__(message)
-        self.checkpoint = checkpoint
-        self.output_dir = output_dir
+    def __init__(self, command: str, checkpoint: Path | None, output_dir: Path, resume: str):
+        self.command, self.checkpoint, self.output_dir = command, checkpoint, output_dir
+        super().__init__(self.line(resume))
 
-
-def last_checkpoint(output_dir: str | Path) -> Path | None:
-    from vlmdet.run import RunFolder
-
-    return RunFolder(Path(output_dir)).last_checkpoint()
+    def line(self, resume: str) -> str:
+        """The one line that says where the run stopped; ``resume`` is the call (or command) that continues it."""
+        if self.checkpoint is None:
+            return f"vlmdet {self.command}: interrupted before the first checkpoint; nothing saved in {self.output_dir} to resume from"
+        return f"vlmdet {self.command}: interrupted; last checkpoint {self.checkpoint} — resume with: {resume}"
 
 
 def _interrupted(cfg: Any, command: str, config: str | Path | None, overrides: Sequence[str] | None, settings: dict[str, Any]) -> Interrupted:
-    last = last_checkpoint(cfg.output_dir)
+    from vlmdet.run import RunFolder
+
     kept = [o for o in overrides or [] if o not in ("--resume", "--overwrite", "resume=true", "overwrite=true")]
     args = ([repr(str(config))] if config is not None else []) + ([f"overrides={kept!r}"] if kept else [])
     args += [f"{k}={v!r}" for k, v in settings.items() if k not in ("resume", "overwrite")]
-    again = f"vlmdet.{command}({', '.join(args + ['resume=True'])})"
-    if last is None:
-        return Interrupted(f"vlmdet {command}: interrupted before the first checkpoint; nothing saved in {cfg.output_dir} to resume from", None, Path(cfg.output_dir))
-    return Interrupted(f"vlmdet {command}: interrupted; last checkpoint {last} — resume with: {again}", last, Path(cfg.output_dir))
+    out = Path(cfg.output_dir)
+    return Interrupted(command, RunFolder(out).last_checkpoint(), out, f"vlmdet.{command}({', '.join(args + ['resume=True'])})")
 
 
 def _report_verdicts(result: Any, before_name: str) -> None:
     """The warnings the CLI prints after training: not better than the start, not better than a box that ignores the image."""
     from vlmdet.distributed import is_main_process
-    from vlmdet.metrics.baselines import verdict
 
     if not is_main_process():
         return
     if result.after and result.before and result.after.get("map50", 0) <= result.before.get("map50", 0):
         print(f"[vlmdet] WARNING: {result.subject} is not better than {before_name} on mAP50", file=sys.stderr)
-    line = verdict((result.after or {}).get("map50"), result.baselines, result.subject) if result.baselines else None
+    line = result.verdict()
     if line and "does not beat" in line:
         print(f"[vlmdet] WARNING: {line}", file=sys.stderr)
     elif line:
@@ -103,8 +100,6 @@ def train(config: str | Path | None = None, /, *, overrides: Sequence[str] | Non
     cfg = _config("sft", config, overrides, settings)
     try:
         result = run_train(cfg, extra_callbacks=list(callbacks or []))
-    except Interrupted:
-        raise
     except KeyboardInterrupt:
         raise _interrupted(cfg, "train", config, overrides, settings) from None
     _report_verdicts(result, "the base")
@@ -121,8 +116,6 @@ def rl(config: str | Path | None = None, /, *, overrides: Sequence[str] | None =
     cfg = _config("rl", config, overrides, settings)
     try:
         result = run_rl(cfg, extra_callbacks=list(callbacks or []))
-    except Interrupted:
-        raise
     except KeyboardInterrupt:
         raise _interrupted(cfg, "rl", config, overrides, settings) from None
     _report_verdicts(result, "the starting checkpoint")

@@ -165,6 +165,8 @@ class RowSource:
     its own and scores them against the sample), so both see the same prompts and images.
     """
 
+    index_column = "index"  # the dataset's one stored column: the sample's index
+
     def __init__(self, samples: list[Sample], settings: TaskSettings, cache: Any | None = None) -> None:
         self.samples, self.settings, self.cache = samples, settings, cache
 
@@ -185,31 +187,22 @@ class RowSource:
         """
         import datasets
 
+        column = self.index_column
+
         def transform(batch: dict[str, list]) -> dict[str, list]:
-            rows = [self.row(i) for i in batch["index"]]
+            rows = [self.row(i) for i in batch[column]]
             return {k: [r[k] for r in rows] for k in rows[0]}
 
-        return datasets.Dataset.from_dict({"index": list(range(len(self.samples)))}).with_transform(transform)
+        return datasets.Dataset.from_dict({column: list(range(len(self.samples)))}).with_transform(transform)
 
 
-class PromptSource:
+class PromptSource(RowSource):
     """Training samples as TRL's conversational GRPO rows: the prompt with its image, and the
     ``sample_index`` the rewards look the ground truth up by. Images decode on access (cached)."""
 
-    def __init__(self, samples: list[Any], settings: Any, cache: Any | None = None) -> None:
-        self.samples, self.settings, self.cache = samples, settings, cache
+    index_column = "sample_index"
 
     def row(self, i: int) -> dict[str, Any]:
         s = self.samples[i]
-        image = self.cache.get(s.id, s.load_image) if self.cache is not None else s.load_image()
-        prompt = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": self.settings.prompt(s)}]}]
+        prompt = [{"role": "user", "content": [{"type": "image", "image": self.image(s)}, {"type": "text", "text": self.settings.prompt(s)}]}]
         return {"prompt": prompt, "sample_index": i}
-
-    def dataset(self):
-        import datasets
-
-        def transform(batch: dict[str, list]) -> dict[str, list]:
-            rows = [self.row(i) for i in batch["sample_index"]]
-            return {k: [r[k] for r in rows] for k in rows[0]}
-
-        return datasets.Dataset.from_dict({"sample_index": list(range(len(self.samples)))}).with_transform(transform)

@@ -271,14 +271,16 @@ def score(model: Any, processor: Any, family: str, recipe: PretrainRecipe, batch
     answers: list[str] = []
     for j in range(0, len(rows), batch_size):
         answers += generate(model, processor, rows[j:j + batch_size])
+    def shapes_in(text: str) -> list[str]:  # the shape names of a describe answer, in its (left-to-right) order
+        return [w for w in text.replace(",", " ").split() if w in SHAPES]
+
     got: dict[str, list[float]] = {"describe_exact": [], "describe_shapes": [], "count_exact": [], "locate_iou": []}
     for answer, (task, sc, k) in zip(answers, wanted):
         answer = answer.strip()
         if task == "describe":
             truth = describe(sc.objects)
             got["describe_exact"].append(float(answer == truth))
-            shapes = [w for w in answer.replace(",", " ").split() if w in SHAPES]
-            got["describe_shapes"].append(float(shapes == [o[1] for o in sorted(sc.objects, key=lambda o: o[0][0] + o[0][2])]))
+            got["describe_shapes"].append(float(shapes_in(answer) == shapes_in(truth)))
         elif task == "count":
             got["count_exact"].append(float(answer == str(len(sc.objects))))
         else:

@@ -91,8 +91,11 @@ def decoding_note(meta: dict[str, Any]) -> str:
 
 
 def run_columns(before: dict | None, after: dict | None, meta: dict[str, Any], baselines: Any = None) -> dict[str, dict | None]:
-    """The report's columns: before, after, and the image-blind baselines (:mod:`vlmdet.metrics.baselines`)."""
+    """The report's columns: before, after, and the image-blind baselines (:mod:`vlmdet.metrics.baselines`:
+    a ``Baselines`` or its ``to_dict()``, as a ``TrainResult`` holds it)."""
     columns = {meta.get("before_name", "base model (before)"): before, meta.get("after_name", "fine-tuned (after)"): after}
+    if isinstance(baselines, dict):
+        return {**columns, **(baselines.get("results") or {})}
     return {**columns, **(baselines.columns() if baselines is not None else {})}
 
 

@@ -55,8 +55,9 @@ class TrainResult:
     @property
     def columns(self) -> dict[str, dict[str, Any] | None]:
         """The report's columns: before, after and each baseline."""
-        cols: dict[str, dict[str, Any] | None] = {self.names[0]: self.before, self.names[1]: self.after}
-        return {**cols, **((self.baselines or {}).get("results") or {})}
+        from vlmdet.report import run_columns
+
+        return run_columns(self.before, self.after, {"before_name": self.names[0], "after_name": self.names[1]}, self.baselines)
 
     def verdict(self) -> str | None:
         from vlmdet.metrics.baselines import verdict

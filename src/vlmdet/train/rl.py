@@ -179,7 +179,7 @@ def rl(cfg: RLConfig, extra_callbacks: list[Any] | None = None) -> TrainResult:
     log(f"saved model, processor and vlmdet.json to {out} ({trainer.state.global_step} steps, {train_seconds:.0f} s)")
     return TrainResult(out, before, after, trainer.state.global_step, train_seconds, trainer.state.log_history,
                        baselines.to_dict() if baselines is not None else None, gallery, title="vlmdet rl (GRPO)",
-                       names=("starting checkpoint", "after GRPO"), subject="the GRPO model")
+                       names=(meta["before_name"], meta["after_name"]), subject=meta["verdict_names"][0])
 
 
 def compare_models(models: dict[str, str], data: str, split: str, out: Path, weights: dict[str, float], cfg: Any) -> dict[str, dict[str, Any]]:
