@@ -34,6 +34,7 @@ import torch
 from vlmdet.models.loading import adapter_base, check_model_source, load_model
 from vlmdet.predict.decoding import Decoding
 from vlmdet.rows import SETTINGS_FILE, TaskSettings
+from vlmdet.report.card import write_card
 from vlmdet.run import CONFIG_FILE, log
 
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -116,6 +117,7 @@ def export_model(model: str | Path, out: str | Path, merge: bool = False, dtype:
             "source": str(src), "base_model": base, "finetune": mode or ("lora" if base else "full"), "merged": base is not None,
             "dtype": dtype, "generation": decoding.record(), "family": fam.name,
         }, indent=2))
+        write_card(tmp, source=src, name=out.name)  # the card says what the model is; --push-to-hub uploads it with the weights
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

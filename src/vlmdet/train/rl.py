@@ -176,6 +176,10 @@ def rl(cfg: RLConfig, extra_callbacks: list[Any] | None = None) -> TrainResult:
         write_report(out, before, after, meta, gallery=gallery, log_history=trainer.state.log_history, baselines=baselines)
         print_table(run_columns(before, after, meta, baselines), title=f"{family.name} GRPO on {cfg.eval_split} ({len(det_samples)} images)")
     run.folder.finish(trainer.state.global_step)
+    if main:  # vlmdet's card replaces TRL's generic README.md (base model, prompt, data, scores)
+        from vlmdet.report.card import write_card
+
+        write_card(out)
     log(f"saved model, processor and vlmdet.json to {out} ({trainer.state.global_step} steps, {train_seconds:.0f} s)")
     return TrainResult(out, before, after, trainer.state.global_step, train_seconds, trainer.state.log_history,
                        baselines.to_dict() if baselines is not None else None, gallery, title="vlmdet rl (GRPO)",
