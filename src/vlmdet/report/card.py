@@ -28,7 +28,7 @@ def _short(name: Any) -> str:
     """A hub id stays as it is; a local path becomes its folder name (a card must not leak a user's paths)."""
     s = str(name or "")
     p = Path(s)
-    return p.name if (p.is_absolute() or s.startswith(".")) and s else s
+    return p.name if s and (p.is_absolute() or s.startswith(".") or p.exists()) else s
 
 
 def card_text(folder: str | Path, source: str | Path | None = None, name: str | None = None) -> str:
