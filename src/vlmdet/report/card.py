@@ -76,7 +76,7 @@ def card_text(folder: str | Path, source: str | Path | None = None, name: str | 
     if settings.task == "ground":
         prompt = build_prompt(Task("ground", phrase="<phrase>"), fam.prompt_style)
     elif settings.task == "detect_named":
-        prompt = build_prompt(Task("detect_named", tuple(settings.classes)), fam.prompt_style) + "  (names the classes present)"
+        prompt = build_prompt(Task("detect_named", tuple(settings.classes)), fam.prompt_style)
     else:
         prompt = build_prompt(Task("detect", tuple(settings.classes)), fam.prompt_style)
     codec = settings.codec
@@ -93,7 +93,7 @@ def card_text(folder: str | Path, source: str | Path | None = None, name: str | 
         + (f" in `{space}` coordinates" if space else "")
         + (f" (codec settings: `{json.dumps(settings.codec_settings)}`)" if settings.codec_settings else "") + ".",
         f"- Classes ({len(settings.classes)}): {', '.join(f'`{c}`' for c in settings.classes) or 'open (grounding)'}.",
-        f"- Prompt (one image, then this text): `{prompt}`",
+        f"- Prompt (one image, then this text): `{prompt}`" + (" (at use, it names the classes present)" if settings.task == "detect_named" else ""),
         f"- Answers up to {settings.max_new_tokens} new tokens.",
         "",
         "## Data",
