@@ -13,7 +13,11 @@ ratios (medians of ``--repeats`` runs after a warm-up run):
    with the KV cache (prefill once, then one token per step, arg-max, no ``generate()``), both
    writing the same number of new tokens on the same batch: the predictor's overhead per token.
    The predictor's time is also split into preparing the inputs (processor), ``generate`` and
-   turning tokens into boxes and confidences.
+   turning tokens into boxes and confidences;
+3. the same model served by ``transformers serve`` (a subprocess on 127.0.0.1, float32 as vlmdet
+   loads it on CPU) and scored through vlmdet's endpoint client (``vlmdet eval --endpoint``: PNG
+   data URLs, greedy request, no answer cache) at 1 and at ``--concurrency`` requests in flight, vs
+   the local predictor on the same images — one image at a time and batched (``--no-serve`` skips it).
 """
 
 from __future__ import annotations
@@ -93,6 +97,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--tokens", type=int, default=48, help="new tokens per answer in the generate-vs-bare comparison")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--concurrency", type=int, default=8, help="requests in flight in the served-model comparison")
+    p.add_argument("--no-serve", action="store_true", help="skip the comparison against `transformers serve`")
     args = p.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
 
@@ -153,7 +159,73 @@ def main() -> None:
     result = {"batched_s": batched, "single_s": single, "batched_speedup": single / batched, "bare_s": t_bare, "generate_s": t_generate,
               "predictor_s": t_ours, "prepare_s": t_prepare, "post_s": t_post, "predictor_over_bare": t_ours / t_bare,
               "generate_over_bare": t_generate / t_bare, "same_tokens": agree, "images": len(ds), "batch_size": args.batch_size, "tokens": args.tokens}
+    if not args.no_serve:
+        result.update(served_vs_local(model_dir, ds, model, processor, settings, args, single, batched, r_batched))
     (OUT / "eval-speed.json").write_text(json.dumps(result, indent=2))
+
+
+def served_vs_local(model_dir, ds, model, processor, settings, args, local_single: float, local_batched: float, r_local) -> dict:
+    """Section 3: the endpoint client against ``transformers serve`` of the same model, same images."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    from vlmdet.predict import Predictor, evaluate_predictions
+    from vlmdet.predict.endpoint import EndpointPredictor, EndpointSpec, endpoint_settings
+
+    exe = Path(sys.executable).with_name("transformers")
+    if not exe.is_file():
+        print("\n3. skipped: no `transformers` CLI (pip install 'transformers[serving]')")
+        return {}
+    served_dir = Path(model_dir)
+    if (served_dir / "vlmdet.json").is_file():  # a run folder: serve its export, as a user would
+        from vlmdet.export import export_model
+
+        served_dir = Path(export_model(model_dir, OUT / "served-export", merge=(served_dir / "adapter_config.json").is_file(), dtype="float32",
+                                       overwrite=True))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [str(exe), "serve", str(served_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--dtype", "float32"]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise RuntimeError(f"transformers serve did not start: {' '.join(cmd)}")
+                time.sleep(0.5)
+        spec = EndpointSpec(f"http://127.0.0.1:{port}/v1", str(served_dir), model=str(served_dir))
+        ep_settings, _, generation_base = endpoint_settings(spec, settings.family)
+        ep_settings.classes = list(settings.classes)
+        figures = {}
+        local_preds = Predictor(model, processor, settings, batch_size=args.batch_size).predict(ds.samples)
+        for n in (1, args.concurrency):
+            def ask(n=n):
+                client = EndpointPredictor(spec.url, spec.served_model, ep_settings, concurrency=n, generation_base=generation_base)
+                return client.predict(ds.samples)
+
+            t, run = timed(ask, max(1, args.repeats - 2))
+            same = not run.failures and [p.text for p in run.predictions] == [p.text for p in local_preds]
+            r = evaluate_predictions(ds.samples, [p for p in run.predictions if p is not None], ep_settings) if not run.failures else None
+            figures[n] = (t, same, r)
+        print(f"\n3. the same model behind `transformers serve` (float32, CPU), {len(ds)} images, vlmdet's endpoint client:")
+        print(f"   {f'local predictor, batch {args.batch_size}':<36}{local_batched:.2f} s  1.00x")
+        print(f"   {'local predictor, one at a time':<36}{local_single:.2f} s  {local_single / local_batched:.2f}x")
+        for n, (t, same, r) in figures.items():
+            print(f"   {f'endpoint, {n} request(s) in flight':<36}{t:.2f} s  {t / local_batched:.2f}x  ({len(ds) / t:.1f} img/s; same answers "
+                  f"as local: {same}; mAP50 {r.map50 if r else float('nan'):.3f} vs {r_local.map50:.3f})")
+        return {f"endpoint_{n}_s": t for n, (t, _, _) in figures.items()} | {
+            f"endpoint_{n}_over_local_batched": t / local_batched for n, (t, _, _) in figures.items()} | {
+            f"endpoint_{n}_same_answers": same for n, (_, same, _) in figures.items()}
+    finally:
+        server.kill()
+        server.wait()
+        shutil.rmtree(OUT / "served-export", ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -106,17 +106,45 @@ class Detector:
         samples, pil = [], {}
         for i, image in enumerate(batch):
             img, where = _as_image(image, i)
-            problem = image_problem(self.processor, img.size)
+            problem = image_problem(self.processor, img.size) if self.processor is not None else None
             if problem:
                 raise DataError(f"{where}: {problem}; crop or pad the image")
             sample = Sample(id=f"{i}", image_wh=img.size, boxes=[], labels=[], phrase=phrase, source=where)
             samples.append(sample)
             pil[sample.id] = img
-        predictor = Predictor(self.model, self.processor, settings, batch_size=batch_size or self.batch_size, decoding=self.decoding,
-                              confidence=self.confidence)
-        preds = predictor.predict(samples, pil, progress=progress)
+        preds = self._predictions(samples, pil, settings, batch_size or self.batch_size, progress)
         out = [to_detections(p, s.image_wh, settings, phrase) for p, s in zip(preds, samples)]
         return out[0] if single else out
+
+    def _predictions(self, samples: list[Sample], images: dict[str, Image.Image], settings: TaskSettings, batch_size: int,
+                     progress: bool) -> list[Prediction]:
+        predictor = Predictor(self.model, self.processor, settings, batch_size=batch_size, decoding=self.decoding, confidence=self.confidence)
+        return predictor.predict(samples, images, progress=progress)
+
+    @classmethod
+    def from_endpoint(cls, url: str, served_model: str, model: str | Path | None = None, processor: str | Path | None = None,
+                      family: str | None = None, classes: Sequence[str] | None = None, api_key_env: str | None = None,
+                      concurrency: int = 4, timeout: float = 120.0, max_retries: int = 4, confidence: str = "geometric_mean",
+                      cache_file: str | Path | None = None) -> "EndpointDetector":
+        """A detector whose answers come from ``served_model`` behind an OpenAI-compatible server at
+        ``url`` (vLLM, SGLang, TGI, ``transformers serve``, a hosted API) — the same prompt, codec and
+        :class:`supervision.Detections` as :meth:`from_pretrained`.
+
+        ``model``: the exported folder the server serves (prompt, classes, the processor's resize,
+        end tokens); else ``processor`` (a folder or hub id with the processor config) and/or
+        ``family``. ``classes``: the class list when ``model`` has none. Requests retry with backoff
+        (``max_retries``, ``timeout``), ``concurrency`` at once; ``cache_file`` keeps every answer
+        (a JSONL file) so that asking again for the same image costs no request. An image the
+        server does not answer raises :class:`~vlmdet.predict.endpoint.EndpointError` naming it."""
+        from vlmdet.predict.endpoint import EndpointSpec, check_served, endpoint_settings
+
+        spec = EndpointSpec(url, served_model, model=None if model is None else str(model), processor=None if processor is None else str(processor),
+                            api_key_env=api_key_env, concurrency=concurrency, timeout=timeout, max_retries=max_retries)
+        check_served(spec)
+        settings, proc, generation_base = endpoint_settings(spec, family)
+        if classes:
+            settings.classes = list(classes)
+        return EndpointDetector(spec, settings, proc, generation_base, confidence=confidence, cache_file=cache_file)
 
     def _settings(self, classes: Sequence[str] | None, phrase: str | None) -> TaskSettings:
         if phrase is not None:
@@ -132,6 +160,32 @@ class Detector:
                              "classes=[...]) or a phrase to ground (--phrase / phrase=...)")
         settings.check()
         return settings
+
+
+class EndpointDetector(Detector):
+    """A :class:`Detector` whose answers come from a served model (:meth:`Detector.from_endpoint`)."""
+
+    def __init__(self, spec: Any, settings: TaskSettings, processor: Any, generation_base: Any, confidence: str = "geometric_mean",
+                 cache_file: str | Path | None = None) -> None:
+        super().__init__(None, processor, settings, batch_size=spec.concurrency, confidence=confidence)
+        from vlmdet.predict.endpoint import EndpointPredictor
+
+        self.spec = spec
+        self.endpoint = EndpointPredictor(spec.url, spec.served_model, settings, api_key=spec.api_key(), concurrency=spec.concurrency,
+                                          timeout=spec.timeout, max_retries=spec.max_retries, decoding=self.decoding, confidence=confidence,
+                                          generation_base=generation_base, cache_file=cache_file)
+
+    def _predictions(self, samples: list[Sample], images: dict[str, Image.Image], settings: TaskSettings, batch_size: int,
+                     progress: bool) -> list[Prediction]:
+        from vlmdet.predict.endpoint import EndpointError
+
+        self.endpoint.settings = settings  # this call's classes / phrase
+        run = self.endpoint.predict(samples, images, progress=progress)
+        if run.failures:
+            listing = "; ".join(f"{f.source}: {f.error}" for f in run.failures[:3])
+            raise EndpointError(f"{len(run.failures)} of {len(samples)} image(s) got no answer from {self.spec.url} ({listing}); "
+                                "the answers received are cached: call predict again to send only the missing images")
+        return [p for p in run.predictions if p is not None]
 
 
 def to_detections(pred: Prediction, image_wh: tuple[int, int], settings: TaskSettings, phrase: str | None = None):

@@ -164,10 +164,22 @@ def _cmd_rl(args: argparse.Namespace, extra: list[str]) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from vlmdet.commands import evaluate
 
+    endpoint = None
+    if args.endpoint:
+        from vlmdet.predict.endpoint import EndpointSpec
+
+        if not args.served_model:
+            raise ValueError("--endpoint needs --served-model NAME: the model name the server serves (GET /v1/models lists them)")
+        endpoint = EndpointSpec(args.endpoint, args.served_model, model=args.model, processor=args.processor, api_key_env=args.api_key_env,
+                                concurrency=args.concurrency, timeout=args.request_timeout, max_retries=args.max_retries)
+    elif args.model is None:
+        raise ValueError("give the model to score (--model DIR_OR_ID) or a server to ask (--endpoint URL --served-model NAME)")
+    elif args.served_model or args.processor:
+        raise ValueError("--served-model and --processor go with --endpoint URL (scoring a served model)")
     evaluate(
         args.model, args.data, split=args.split, out=args.out, batch_size=args.batch_size, compare=args.compare,
         max_samples=args.max_samples, family=args.family, max_new_tokens=args.max_new_tokens, on_bad_data=args.on_bad_data,
-        generation=_generation(args.generation), confidence=args.confidence, allow_overlap=args.allow_overlap,
+        generation=_generation(args.generation), confidence=args.confidence, allow_overlap=args.allow_overlap, endpoint=endpoint,
     )
     return 0
 
@@ -323,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_rl, wants_extra=True)
 
     p = sub.add_parser("eval", help="score a model on a dataset split: COCO mAP, IoU, parse failures, report + images")
-    p.add_argument("--model", required=True, help="trained vlmdet folder, adapter folder, base model folder or hub id")
+    p.add_argument("--model", default=None, help="trained vlmdet folder, adapter folder, base model folder or hub id; with --endpoint: the "
+                   "exported folder the server serves (its prompt, classes, processor resize and end tokens)")
     p.add_argument("--data", required=True, action="append", help="dataset spec (COCO json, split folder, data.yaml, VOC folder, .csv, "
                    "Label Studio .json, .jsonl, hf:<id>); repeat it to score several datasets and their mean")
     p.add_argument("--split", default="val", help="split to score (val also finds valid/validation); a dataset without one is split "
@@ -336,6 +349,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--family", default=None, help="override the family read from the model config")
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--on-bad-data", choices=["raise", "skip"], default="raise")
+    g = p.add_argument_group("a served model (OpenAI-compatible chat completions: vLLM, SGLang, TGI, transformers serve, a hosted API)")
+    g.add_argument("--endpoint", default=None, metavar="URL", help="the server's base URL, e.g. http://127.0.0.1:8000/v1 (scored in place of "
+                   "loading --model; answers cached in OUT/answers.jsonl, so a rerun sends only missing images)")
+    g.add_argument("--served-model", default=None, metavar="NAME", help="the model name the server serves (the request's `model`)")
+    g.add_argument("--processor", default=None, metavar="ID", help="without --model: a folder or hub id whose processor config tells the "
+                   "server's image resize (needed for Qwen2.5-VL, which answers in resized pixels)")
+    g.add_argument("--api-key-env", default=None, metavar="VAR", help="environment variable holding the API key (sent as a bearer token)")
+    g.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (default 4)")
+    g.add_argument("--request-timeout", type=float, default=120.0, metavar="S", help="seconds per request before it is retried (default 120)")
+    g.add_argument("--max-retries", type=int, default=4, help="retries per request, with exponential backoff, on 408/429/5xx, "
+                   "connection errors and timeouts (default 4)")
     _decoding_args(p)
     _launch_args(p)
     p.set_defaults(func=_cmd_eval)

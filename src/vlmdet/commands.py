@@ -155,18 +155,25 @@ class EvalResult:
         return "\n".join(parts)
 
 
-def evaluate(model: str | Path, data: str | Path | Sequence[str | Path], *, split: str = "val", out: str | Path = "runs/eval",
+def evaluate(model: str | Path | None, data: str | Path | Sequence[str | Path], *, split: str = "val", out: str | Path = "runs/eval",
              batch_size: int = 8, compare: str | Path | None = None, max_samples: int | None = None, family: str | None = None,
              max_new_tokens: int | None = None, on_bad_data: str = "raise", generation: dict[str, Any] | None = None,
-             confidence: str = "geometric_mean", allow_overlap: bool = False) -> EvalResult:
+             confidence: str = "geometric_mean", allow_overlap: bool = False, endpoint: Any = None) -> EvalResult:
     """``vlmdet eval``: score ``model`` (a run folder, an export or a hub id) on ``data`` (one spec or
-    several) with the image-blind baselines beside it; writes metrics.json, report.md/html, images/ to ``out``."""
-    from vlmdet.evaluate import run_eval
+    several) with the image-blind baselines beside it; writes metrics.json, report.md/html, images/ to ``out``.
 
+    ``endpoint``: score a served model instead (an :class:`~vlmdet.predict.endpoint.EndpointSpec`, or
+    its URL with ``served_model`` in a dict: ``{"url": ..., "served_model": ...}``); ``model`` is then
+    the exported folder it serves (or ``None``)."""
+    from vlmdet.evaluate import run_eval
+    from vlmdet.predict.endpoint import EndpointSpec
+
+    if isinstance(endpoint, dict):
+        endpoint = EndpointSpec(**{"model": None if model is None else str(model), **endpoint})
     specs = [str(data)] if isinstance(data, (str, Path)) else [str(d) for d in data]
-    evals = run_eval(str(model), specs[0] if len(specs) == 1 else specs, split=split, out=out, batch_size=batch_size,
+    evals = run_eval(None if model is None else str(model), specs[0] if len(specs) == 1 else specs, split=split, out=out, batch_size=batch_size,
                      compare=None if compare is None else str(compare), max_samples=max_samples, family=family, max_new_tokens=max_new_tokens,
-                     on_bad_data=on_bad_data, generation=generation, confidence=confidence, allow_overlap=allow_overlap)
+                     on_bad_data=on_bad_data, generation=generation, confidence=confidence, allow_overlap=allow_overlap, endpoint=endpoint)
     out = Path(out)
     metrics_file = out / "metrics.json"
     return EvalResult(out, json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}, evals)

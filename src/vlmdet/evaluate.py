@@ -34,6 +34,7 @@ from vlmdet.metrics import DetectionResult
 from vlmdet.models.loading import load_processor
 from vlmdet.predict import Prediction, Predictor, evaluate_predictions
 from vlmdet.predict.decoding import Decoding
+from vlmdet.predict.endpoint import CACHE_FILE, EndpointPredictor, EndpointSpec, Failure, check_served, endpoint_settings
 from vlmdet.predict.loading import load_for_inference
 from vlmdet.report import decoding_note, markdown_table, print_table
 from vlmdet.report.draw import gt_vs_pred, save_annotated
@@ -79,11 +80,13 @@ def mean_result(results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def training_data(model_dir: str) -> tuple[str, str, Holdout] | None:
+def training_data(model_dir: str | None) -> tuple[str, str, Holdout] | None:
     """The data a vlmdet run folder was trained on, from its ``run.json``: (spec, train split, holdout),
     or ``None`` (not a run folder, or its data is not on this machine)."""
     from vlmdet.run import BUILTIN_SYNTH, RunFolder
 
+    if not model_dir or not Path(model_dir).is_dir():
+        return None
     info = RunFolder(Path(model_dir)).info() or {}
     settings = (info.get("fingerprint") or {}).get("settings") or {}
     data = settings.get("data")
@@ -109,7 +112,7 @@ def training_split(model: str) -> DetectionDataset | None:
     return read_split(trained[0], trained[1], ReadOptions(on_error="skip", verify_images=False), trained[2])
 
 
-def read_eval_split(model: str, spec: str, split: str, on_bad_data: str = "raise", allow_overlap: bool = False,
+def read_eval_split(model: str | None, spec: str, split: str, on_bad_data: str = "raise", allow_overlap: bool = False,
                     train: DetectionDataset | None = None) -> DetectionDataset:
     """Split ``split`` of ``spec`` as the model's training run split it (a one-set dataset: the same
     held-out images), refused when its images are the run's training images ``train`` (unless
@@ -140,19 +143,26 @@ def eval_baselines(spec: str, split: str, ds: DetectionDataset, train: Detection
     return fit_and_score(train.samples, ds.samples, None if grounding else ds.classes, fitted_on, note)
 
 
-def prepare_model(model_dir: str, dataset: DetectionDataset, family: str | None) -> tuple[Any, Any, Any]:
-    """Load a model for scoring ``dataset``: a trained folder keeps the classes (so the prompt) it was
-    trained with; a bare model prompts with the dataset's."""
-    grounding = any(s.phrase for s in dataset)
-    model, processor, settings = load_for_inference(model_dir, family=family, task="ground" if grounding else None)
-    if not grounding:
+def settle_classes(settings: Any, dataset: DetectionDataset, name: str) -> Any:
+    """``settings`` for scoring ``dataset``: grounding when its samples carry phrases; else a trained
+    model keeps the classes (so the prompt) it was trained with, a bare one prompts with the dataset's."""
+    if any(s.phrase for s in dataset):
+        settings.task = "ground"
+    else:
         if not settings.classes:
             settings.classes = list(dataset.classes)
         elif list(settings.classes) != list(dataset.classes):
-            print(f"[vlmdet] note: {model_dir} was trained to detect {settings.classes}; the dataset lists {dataset.classes}. "
+            print(f"[vlmdet] note: {name} was trained to detect {settings.classes}; the dataset lists {dataset.classes}. "
                   "Prompting with the trained classes.", flush=True)
     settings.check()
-    return model, processor, settings
+    return settings
+
+
+def prepare_model(model_dir: str, dataset: DetectionDataset, family: str | None) -> tuple[Any, Any, Any]:
+    """Load a model for scoring ``dataset`` (its classes settled by :func:`settle_classes`)."""
+    grounding = any(s.phrase for s in dataset)
+    model, processor, settings = load_for_inference(model_dir, family=family, task="ground" if grounding else None)
+    return model, processor, settle_classes(settings, dataset, model_dir)
 
 
 def evaluate_model(model_dir: str, dataset: DetectionDataset, batch_size: int = 8, family: str | None = None, max_new_tokens: int | None = None,
@@ -161,6 +171,32 @@ def evaluate_model(model_dir: str, dataset: DetectionDataset, batch_size: int = 
     predictor = Predictor(model, processor, settings, batch_size=batch_size, max_new_tokens=max_new_tokens, decoding=decoding, confidence=confidence)
     preds = predictor.predict(dataset.samples, progress=progress, desc=f"eval {Path(model_dir).name}")
     return ModelEval(str(model_dir), evaluate_predictions(dataset.samples, preds, settings, confidence), preds)
+
+
+def evaluate_endpoint(spec: EndpointSpec, dataset: DetectionDataset, base: Any, generation_base: Any, out: Path, max_new_tokens: int | None = None,
+                      decoding: Decoding | None = None, confidence: str = "geometric_mean",
+                      name: str | None = None) -> tuple[ModelEval | None, list[Failure], dict[str, Any]]:
+    """Score the served model on ``dataset`` (its column: ``name``, default the served model's name):
+    ``(eval, failures, record)`` — ``eval`` is ``None`` when an image failed (no partial scores); the
+    answers so far are cached in ``out/answers.jsonl``."""
+    import copy
+
+    settings = settle_classes(copy.deepcopy(base), dataset, spec.served_model)
+    predictor = EndpointPredictor(spec.url, spec.served_model, settings, api_key=spec.api_key(), concurrency=spec.concurrency,
+                                  timeout=spec.timeout, max_retries=spec.max_retries, max_new_tokens=max_new_tokens, decoding=decoding,
+                                  confidence=confidence, generation_base=generation_base, cache_file=out / CACHE_FILE)
+    run = predictor.predict(dataset.samples, progress=True, desc=f"eval {spec.served_model}")
+    record = {**predictor.record(), "answers_cached": run.cached, "requests_sent": run.sent, "failed": len(run.failures),
+              "logprobs_returned": any(p is not None and p.confidences is not None for p in run.predictions)}
+    log(f"{spec.served_model} at {predictor.url}: {len(dataset) - run.cached - len(run.failures)} images answered now, {run.cached} from "
+        f"the answer cache, {len(run.failures)} failed" + (f"; fields the server refused: {', '.join(predictor.dropped)}" if predictor.dropped else ""))
+    if not record["logprobs_returned"]:
+        log(f"{spec.served_model}: the server returned no token log-probabilities: every box scores 1.0 (constant scores; "
+            "the 'ranked by confidence' rows are absent)")
+    if run.failures:
+        return None, run.failures, record
+    preds = [p for p in run.predictions if p is not None]
+    return ModelEval(name or spec.served_model, evaluate_predictions(dataset.samples, preds, settings, confidence), preds), [], record
 
 
 def coco_results(dataset: DetectionDataset, preds: list[Prediction]) -> list[dict[str, Any]]:
@@ -184,17 +220,19 @@ def _column_names(names: list[str]) -> list[str]:
 
 
 def write_dataset_outputs(out: Path, title: str, ds: DetectionDataset, evals: list[ModelEval], decoding: Decoding, confidence: str, n_images: int,
-                          baselines: Baselines | None = None) -> dict[str, dict]:
+                          baselines: Baselines | None = None, served: tuple[str, dict[str, Any], str] | None = None) -> dict[str, dict]:
     """metrics.json, predictions.json, results.json, report.md/html and images/ of one dataset; the
-    image-blind baselines stand beside the models (columns, ``metrics.json["baselines"]``, verdicts)."""
+    image-blind baselines stand beside the models (columns, ``metrics.json["baselines"]``, verdicts).
+    ``served``: ``(model name, endpoint record, note)`` of a served model among ``evals``."""
     from vlmdet.report.html import gallery_items, write_html
 
     out.mkdir(parents=True, exist_ok=True)
     names = _column_names([e.name for e in evals])
     columns = {n: e.result.to_dict() for n, e in zip(names, evals)}
     record = {"decoding": decoding.record(), "confidence": confidence}
+    extra = {served[0]: {"endpoint": served[1]}} if served else {}
     verdicts = [line for n, e in zip(names, evals) for line in [verdict(e.result.map50, baselines, n)] if line]
-    (out / "metrics.json").write_text(json.dumps({**{e.name: {**e.result.to_dict(), **record} for e in evals},
+    (out / "metrics.json").write_text(json.dumps({**{e.name: {**e.result.to_dict(), **record, **extra.get(e.name, {})} for e in evals},
                                                   **({"baselines": baselines.to_dict(), "verdicts": verdicts} if baselines else {})}, indent=2))
     if baselines is not None:
         columns.update(baselines.columns())
@@ -206,7 +244,7 @@ def write_dataset_outputs(out: Path, title: str, ds: DetectionDataset, evals: li
     ], indent=1))
     (out / "results.json").write_text(json.dumps(coco_results(ds, first.predictions)))
     meta = {"decoding": decoding.record(), "confidence": confidence}
-    lines = [f"# {title}", "", decoding_note(meta), "", markdown_table(columns), "", SCORE_NOTE]
+    lines = [f"# {title}", "", decoding_note(meta)] + (["", served[2]] if served else []) + ["", markdown_table(columns), "", SCORE_NOTE]
     if baselines is not None:
         lines += ["", baselines.describe()] + [f"**Verdict:** {v}." for v in verdicts]
     pcap = first.result.per_class_ap
@@ -219,7 +257,7 @@ def write_dataset_outputs(out: Path, title: str, ds: DetectionDataset, evals: li
     (out / "report.md").write_text("\n".join(lines) + "\n")
     write_html(out / "report.html", title, columns, gallery=gallery_items(ds.samples, {n: e.predictions for n, e in zip(names, evals)}),
                settings={"data": ds.name, "images": len(ds), "models": [e.name for e in evals], **record},
-               notes=[decoding_note(meta)] + ([baselines.describe()] + verdicts if baselines else []))
+               notes=[decoding_note(meta)] + ([served[2]] if served else []) + ([baselines.describe()] + verdicts if baselines else []))
     for s, p in list(zip(ds.samples, first.predictions))[:n_images]:
         save_annotated(out / "images" / f"{Path(s.id).name.replace('#', '_').replace(':', '_')}.png",
                        gt_vs_pred(s.load_image(), s.boxes, s.labels, p.boxes, p.labels, p.confidences))
@@ -230,8 +268,37 @@ def write_dataset_outputs(out: Path, title: str, ds: DetectionDataset, evals: li
 
 
 
+class EndpointIncomplete(RuntimeError):
+    """Some images got no answer from the server: nothing is scored (a partial score would mislead),
+    every answer is cached, and ``failed.json`` lists the images and why."""
+
+    def __init__(self, out: Path, failures: dict[str, list[Failure]]) -> None:
+        self.failures = failures
+        n = sum(len(f) for f in failures.values())
+        listing = [{"dataset": name, **f.to_dict()} for name, fs in failures.items() for f in fs]
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "failed.json").write_text(json.dumps(listing, indent=1))
+        first = listing[0]
+        super().__init__(f"{n} image(s) got no answer from the server (first: {first['source']}: {first['error']}); nothing was scored. "
+                         f"The answers received are kept in {CACHE_FILE} and the failed images listed in {out / 'failed.json'}: "
+                         "run the same command again to send only the missing images")
+
+
+def endpoint_record(name: str | None, record: dict[str, Any] | None) -> tuple[str, dict[str, Any], str] | None:
+    """The served model's line in the outputs: its column name, its ``endpoint`` record, the report's note."""
+    if name is None or record is None:
+        return None
+    request = ", ".join(f"{k}={v}" for k, v in record["request"].items() if k != "generation_config")
+    note = (f"Served model `{record['served_model']}` at {record['url']}: request {request}"
+            + (" + vlmdet's generation_config" if "generation_config" in record["request"] else "")
+            + (f"; fields the server refused: {', '.join(record['dropped_fields'])}" if record["dropped_fields"] else "")
+            + ("; confidences from the server's token log-probabilities." if record["logprobs_returned"]
+               else "; the server returned no token log-probabilities, so its scores are constant (1.0)."))
+    return name, record, note
+
+
 def run_eval(
-    model: str,
+    model: str | None,
     data: str | list[str],
     split: str = "val",
     out: str | Path = "runs/eval",
@@ -245,8 +312,14 @@ def run_eval(
     generation: dict[str, Any] | None = None,
     confidence: str = "geometric_mean",
     allow_overlap: bool = False,
+    endpoint: EndpointSpec | None = None,
 ) -> dict[str, list[ModelEval]]:
     """Score ``model`` (and ``compare``) on each dataset of ``data``; returns ``{dataset name: [ModelEval, ...]}``.
+
+    With ``endpoint`` the first model is the one that server serves (:mod:`vlmdet.predict.endpoint`;
+    ``model`` is then ``endpoint.model`` or ``None``): the same datasets, prompts, codecs, metrics
+    and reports; an image the server did not answer stops the scoring (:class:`EndpointIncomplete`)
+    after every answer is cached, so the same command again sends only the missing images.
 
     Under ``torchrun`` / ``accelerate launch`` the images are shared out between the processes and the
     predictions gathered (see :class:`~vlmdet.predict.Predictor`); the main process writes.
@@ -261,11 +334,24 @@ def run_eval(
     out.mkdir(parents=True, exist_ok=True)
     specs = [data] if isinstance(data, str) else list(data)
     decoding = Decoding(generation)
-    models = [model] + ([compare] if compare else [])
-    processors = [load_processor(m, family)[0] for m in models]
+    local = [compare] if compare else []
+    served = None
+    if endpoint is not None:
+        model = endpoint.model
+        check_served(endpoint)
+        served = endpoint_settings(endpoint, family)  # (settings, processor, generation config)
+        processors = [served[1]] + [load_processor(m, family)[0] for m in local]
+    else:
+        if model is None:
+            raise ValueError("give the model to score (--model) or a server to ask (--endpoint)")
+        local = [model] + local
+        processors = [load_processor(m, family)[0] for m in local]
+    # the served model's column: its name, unless a local model scored beside it has that name
+    served_name = None if endpoint is None else endpoint.served_model + (" (endpoint)" if endpoint.served_model in local else "")
+    models = ([served_name] if served_name else []) + local
     datasets: dict[str, DetectionDataset] = {}
     baselines: dict[str, Baselines] = {}
-    trained_on = training_split(model)  # read once: the overlap check and the baselines of every dataset use it
+    trained_on = training_split(model) if model else None  # read once: the overlap check and the baselines of every dataset use it
     for spec, name in zip(specs, dataset_names(specs)):
         ds = read_eval_split(model, spec, split, on_bad_data, allow_overlap, trained_on)
         if is_main_process():
@@ -273,30 +359,47 @@ def run_eval(
         if max_samples:
             ds = ds.subset(range(min(max_samples, len(ds))))
         for processor in processors:  # every model is scored on the same images: drop those any of them cannot take
-            check_samples(ds, None, processor, on_bad_data, targets=False)
+            if processor is not None:  # a served model without a known processor: the server says what it refuses
+                check_samples(ds, None, processor, on_bad_data, targets=False)
         if not len(ds):
             raise DataError(f"{spec} [{split}]: no images to evaluate")
         datasets[name] = ds
         baselines[name] = eval_baselines(spec, split, ds, trained_on)
-    evals = {name: [evaluate_model(m, ds, batch_size, family, max_new_tokens, decoding=decoding, confidence=confidence) for m in models]
-             for name, ds in datasets.items()}
+    records: dict[str, dict[str, Any]] = {}
+    evals = {}
+    failures: dict[str, list[Failure]] = {}
+    for name, ds in datasets.items():
+        evals[name] = []
+        if endpoint is not None:
+            where = out / name if len(specs) > 1 else out
+            done, failed, records[name] = evaluate_endpoint(endpoint, ds, served[0], served[2], where, max_new_tokens, decoding, confidence,
+                                                            served_name)
+            if failed:
+                failures[name] = failed
+                continue
+            evals[name].append(done)
+        evals[name] += [evaluate_model(m, ds, batch_size, family, max_new_tokens, decoding=decoding, confidence=confidence) for m in local]
+    if failures:
+        raise EndpointIncomplete(out, failures)
     if not is_main_process():
         return evals
     if len(specs) == 1:
         (name, ds), = datasets.items()
         write_dataset_outputs(out, f"vlmdet eval: `{specs[0]}` split `{split}` ({len(ds)} images)", ds, evals[name], decoding, confidence, n_images,
-                              baselines[name])
+                              baselines[name], endpoint_record(served_name, records.get(name)))
         print(f"[vlmdet] wrote metrics.json, predictions.json, results.json, report.md, report.html, images/ to {out}")
         return evals
     per_dataset = {}
     for (name, ds), spec in zip(datasets.items(), specs):
         write_dataset_outputs(out / name, f"vlmdet eval: `{spec}` split `{split}` ({len(ds)} images)", ds, evals[name], decoding, confidence, n_images,
-                              baselines[name])
+                              baselines[name], endpoint_record(served_name, records.get(name)))
         per_dataset[name] = evals[name]
     summary = {}
     for k, m in enumerate(models):
         results = {name: per_dataset[name][k].result.to_dict() for name in per_dataset}
         summary[m] = {"mean": mean_result(list(results.values())), "per_dataset": results, "decoding": decoding.record(), "confidence": confidence}
+        if endpoint is not None and k == 0:
+            summary[m]["endpoint"] = {name: records[name] for name in per_dataset}
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     lines = [f"# vlmdet eval: {len(specs)} datasets, split `{split}`", "", decoding_note({"decoding": decoding.record(), "confidence": confidence}), ""]
     for m in models:

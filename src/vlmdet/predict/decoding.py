@@ -105,7 +105,11 @@ class Decoding:
         return {"settings": dict(self.settings), "overrides": dict(self.overrides), "greedy": self.greedy}
 
     def config(self, model: Any, max_new_tokens: int) -> GenerationConfig:
-        base = getattr(_generating(model), "generation_config", None) or GenerationConfig()
+        return self.config_from(getattr(_generating(model), "generation_config", None), max_new_tokens)
+
+    def config_from(self, base: GenerationConfig | None, max_new_tokens: int) -> GenerationConfig:
+        """The complete config over ``base`` (a checkpoint's own generation config): only its token ids kept."""
+        base = base or GenerationConfig()
         tokens = {k: getattr(base, k, None) for k in TOKEN_FIELDS if getattr(base, k, None) is not None}
         return GenerationConfig(**{**tokens, **self.settings, "max_new_tokens": int(self.settings.get("max_new_tokens") or max_new_tokens)})
 
@@ -174,6 +178,13 @@ def token_char_spans(tokenizer: Any, ids: Sequence[int]) -> tuple[str, list[tupl
         spans.append((pos, pos + len(piece)))
         pos += len(piece)
     return text, spans
+
+
+def strip_answer(text: str, spans: Sequence[tuple[int, int]]) -> tuple[str, list[tuple[int, int]]]:
+    """``text`` without surrounding whitespace, and its token spans moved with it (every vlmdet answer
+    is scored stripped: the local predictor's and a server's alike)."""
+    lead = len(text) - len(text.lstrip())
+    return text.strip(), [(max(0, s - lead), max(0, e - lead)) for s, e in spans]
 
 
 CONFIDENCE_KINDS = ("geometric_mean", "min", "mean", "product")

@@ -32,7 +32,7 @@ from transformers import LogitsProcessorList
 from vlmdet.codecs import Decoded
 from vlmdet.data.sample import Sample
 from vlmdet.models.loading import model_dtype
-from vlmdet.predict.decoding import Decoding, TokenLogprobs, span_confidence, token_char_spans
+from vlmdet.predict.decoding import Decoding, TokenLogprobs, span_confidence, strip_answer, token_char_spans
 from vlmdet.rows import TaskSettings
 
 
@@ -145,9 +145,7 @@ class Predictor:
                 first = start - 1 if self.seq2seq else start
                 steps = step_logprobs[b][first : first + len(ids)]
                 logprobs = steps if len(steps) == len(ids) else None
-            lead = len(text) - len(text.lstrip())
-            stripped = text.strip()
-            answers.append(Answer(stripped, [(max(0, s - lead), max(0, e - lead)) for s, e in spans], logprobs))
+            answers.append(Answer(*strip_answer(text, spans), logprobs))
         return answers
 
     def generate_texts(self, samples: Sequence[Sample], images: Sequence[Any]) -> list[str]:
@@ -155,12 +153,7 @@ class Predictor:
         return [a.text for a in self.generate_answers(samples, images)]
 
     def _prediction(self, sample: Sample, answer: Answer) -> Prediction:
-        decoded = self.settings.decode(answer.text, sample)
-        confidences = None
-        if answer.logprobs is not None:
-            confidences = [span_confidence(span, answer.token_spans, answer.logprobs, self.confidence) for span in decoded.spans]
-            confidences = [0.0 if math.isnan(c) else c for c in confidences]
-        return Prediction(sample.id, answer.text, decoded, confidences)
+        return prediction_of(self.settings, sample, answer, self.confidence)
 
     @contextlib.contextmanager
     def _root_unsharded(self):
@@ -225,6 +218,17 @@ class Predictor:
         if world > 1:
             results = dict(gather(sorted(results.items())))
         return [results[i] for i in range(len(samples))]
+
+
+def prediction_of(settings: TaskSettings, sample: Sample, answer: Answer, confidence: str = "geometric_mean") -> Prediction:
+    """``answer`` decoded for ``sample``: its boxes in original pixels, each with the confidence of the
+    tokens that wrote it (when the answer has log-probabilities)."""
+    decoded = settings.decode(answer.text, sample)
+    confidences = None
+    if answer.logprobs is not None:
+        confidences = [span_confidence(span, answer.token_spans, answer.logprobs, confidence) for span in decoded.spans]
+        confidences = [0.0 if math.isnan(c) else c for c in confidences]
+    return Prediction(sample.id, answer.text, decoded, confidences)
 
 
 def evaluate_predictions(samples: Sequence[Sample], predictions: Sequence[Prediction], settings: TaskSettings, confidence: str = "geometric_mean"):
