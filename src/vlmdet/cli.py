@@ -176,11 +176,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ValueError("give the model to score (--model DIR_OR_ID) or a server to ask (--endpoint URL --served-model NAME)")
     elif args.served_model or args.processor:
         raise ValueError("--served-model and --processor go with --endpoint URL (scoring a served model)")
-    evaluate(
-        args.model, args.data, split=args.split, out=args.out, batch_size=args.batch_size, compare=args.compare,
-        max_samples=args.max_samples, family=args.family, max_new_tokens=args.max_new_tokens, on_bad_data=args.on_bad_data,
-        generation=_generation(args.generation), confidence=args.confidence, allow_overlap=args.allow_overlap, endpoint=endpoint,
-    )
+    try:
+        evaluate(
+            args.model, args.data, split=args.split, out=args.out, batch_size=args.batch_size, compare=args.compare,
+            max_samples=args.max_samples, family=args.family, max_new_tokens=args.max_new_tokens, on_bad_data=args.on_bad_data,
+            generation=_generation(args.generation), confidence=args.confidence, allow_overlap=args.allow_overlap, endpoint=endpoint,
+        )
+    except KeyboardInterrupt:
+        if endpoint is None:
+            raise
+        print(f"\nvlmdet eval: interrupted; the answers received are kept in answers.jsonl under {args.out}: run the same command again "
+              "to send only the missing images", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -2,13 +2,14 @@
 client's fault tests. Run as its own process (so that it can be killed for real):
 
     python fake_openai_server.py --port P --log requests.jsonl [--flaky K] [--broken N] [--stall S]
-                                 [--stall-always] [--die-after K] [--logprobs] [--reject FIELD ...]
+                                 [--stall-always] [--die-after K] [--hang-after K] [--logprobs] [--reject FIELD ...]
 
 Every image (told apart by its data URL) gets the same valid Qwen3-VL-style answer: one box
 labelled ``--label``. ``--flaky K``: each image's first K attempts get
 HTTP 500. ``--broken N``: every N-th distinct image (in order of first arrival) always gets 500.
 ``--stall S``: each image's first attempt waits S seconds before answering (``--stall-always``:
-every attempt). ``--die-after K``: the process exits abruptly on the request after the K-th answer.
+every attempt). ``--die-after K``: the process exits abruptly on the request after the K-th answer; ``--hang-after K``:
+requests after the K-th answer never get one.
 ``--reject FIELD``: a request carrying FIELD gets 422 naming it, as ``transformers serve`` does.
 Each request is logged (one JSON line: the image's hash, the attempt, the fields sent, the outcome).
 """
@@ -38,6 +39,7 @@ def main() -> None:
     ap.add_argument("--stall", type=float, default=0.0)
     ap.add_argument("--stall-always", action="store_true")
     ap.add_argument("--die-after", type=int, default=0)
+    ap.add_argument("--hang-after", type=int, default=0)
     ap.add_argument("--logprobs", action="store_true")
     ap.add_argument("--reject", action="append", default=[])
     args = ap.parse_args()
@@ -93,6 +95,10 @@ def main() -> None:
             if attempt <= args.flaky or (args.broken and index % args.broken == 0):
                 log({**entry, "outcome": 500, "t": time.time()})
                 return self._send(500, {"error": {"message": "internal error (injected)", "type": "server_error"}})
+            if args.hang_after and answered[0] >= args.hang_after:
+                log({**entry, "outcome": "hung", "t": time.time()})
+                time.sleep(3600)  # never answers: the client is interrupted meanwhile
+                return
             if args.stall and (args.stall_always or attempt == 1):
                 log({**entry, "outcome": "stalled", "t": time.time()})
                 time.sleep(args.stall)

@@ -177,6 +177,32 @@ def test_a_server_killed_mid_run_then_restarted_gets_only_the_missing_images(fak
     assert metrics["n_images"] == 8 and metrics["endpoint"]["answers_cached"] == 3
 
 
+def test_ctrl_c_keeps_every_answer_and_the_rerun_sends_only_the_rest(fake, synth_dir, tmp_path):
+    import os
+    import signal
+
+    port = free_port()
+    server = fake("--hang-after", "3", port=port)
+    out = tmp_path / "eval"
+    cmd = [sys.executable, "-m", "vlmdet", "eval", "--endpoint", server.url, "--served-model", "fake", "--family", "qwen3_vl", "--data",
+           str(synth_dir), "--split", "val", "--out", str(out), "--concurrency", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.time() + 120
+    while sum(r["outcome"] == "hung" for r in server.requests()) < 2:  # 3 answered, both slots waiting on the server
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr, stderr[-2000:]
+    assert len((out / "answers.jsonl").read_text().splitlines()) == 3
+    server.stop()
+    again = fake(port=port)
+    assert _eval(again.url, synth_dir, out) == 0
+    assert len(again.requests()) == 5
+    assert json.loads((out / "metrics.json").read_text())["fake"]["endpoint"]["answers_cached"] == 3
+
+
 def test_logprobs_become_box_confidences_through_the_python_api(fake, synth_dir, tmp_path):
     import vlmdet
 
