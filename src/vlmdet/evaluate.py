@@ -34,7 +34,7 @@ from vlmdet.metrics import DetectionResult
 from vlmdet.models.loading import load_processor
 from vlmdet.predict import Prediction, Predictor, evaluate_predictions
 from vlmdet.predict.decoding import Decoding
-from vlmdet.predict.endpoint import CACHE_FILE, EndpointPredictor, EndpointSpec, Failure, check_served, endpoint_settings
+from vlmdet.predict.endpoint import CACHE_FILE, EndpointPredictor, EndpointSpec, Failure, answers_need_special_tokens, check_served, endpoint_settings
 from vlmdet.predict.loading import load_for_inference
 from vlmdet.report import decoding_note, markdown_table, print_table
 from vlmdet.report.draw import gt_vs_pred, save_annotated
@@ -175,7 +175,7 @@ def evaluate_model(model_dir: str, dataset: DetectionDataset, batch_size: int = 
 
 def evaluate_endpoint(spec: EndpointSpec, dataset: DetectionDataset, base: Any, generation_base: Any, out: Path, max_new_tokens: int | None = None,
                       decoding: Decoding | None = None, confidence: str = "geometric_mean",
-                      name: str | None = None) -> tuple[ModelEval | None, list[Failure], dict[str, Any]]:
+                      name: str | None = None, processor: Any = None) -> tuple[ModelEval | None, list[Failure], dict[str, Any]]:
     """Score the served model on ``dataset`` (its column: ``name``, default the served model's name):
     ``(eval, failures, record)`` — ``eval`` is ``None`` when an image failed (no partial scores); the
     answers so far are cached in ``out/answers.jsonl``."""
@@ -193,6 +193,10 @@ def evaluate_endpoint(spec: EndpointSpec, dataset: DetectionDataset, base: Any, 
     if not record["logprobs_returned"]:
         log(f"{spec.served_model}: the server returned no token log-probabilities: every box scores 1.0 (constant scores; "
             "the 'ranked by confidence' rows are absent)")
+    if "skip_special_tokens" in predictor.dropped and answers_need_special_tokens(settings, processor):
+        record["special_tokens_lost"] = True
+        log(f"WARNING: {settings.family} writes its boxes with special tokens, and this server refused skip_special_tokens=false: it strips "
+            "them from the answers, so they will not parse. Serve the model with vLLM or SGLang (they take the field), or score it locally")
     if run.failures:
         return None, run.failures, record
     preds = [p for p in run.predictions if p is not None]
@@ -373,7 +377,7 @@ def run_eval(
         if endpoint is not None:
             where = out / name if len(specs) > 1 else out
             done, failed, records[name] = evaluate_endpoint(endpoint, ds, served[0], served[2], where, max_new_tokens, decoding, confidence,
-                                                            served_name)
+                                                            served_name, served[1])
             if failed:
                 failures[name] = failed
                 continue

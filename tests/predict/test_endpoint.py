@@ -253,6 +253,23 @@ def test_settings_that_cannot_be_known_or_sent_are_refused(synth_dir, tmp_path, 
         EndpointPredictor(spec.url, "m", settings, decoding=Decoding({"do_sample": True}))
 
 
+def test_a_server_that_strips_special_tokens_is_called_out_for_families_that_write_them(fake, synth_dir, tmp_path, tiny_model_dir, capsys):
+    from vlmdet.models.loading import load_processor
+    from vlmdet.predict.endpoint import answers_need_special_tokens
+    from vlmdet.rows import TaskSettings
+
+    processor, _ = load_processor(tiny_model_dir("qwen2_5_vl"))  # the Qwen-VL tokenizer: <|box_start|> is a special token
+    assert answers_need_special_tokens(TaskSettings(family="qwen2_vl", classes=["cat"]), processor)
+    assert not answers_need_special_tokens(TaskSettings(family="qwen2_5_vl", classes=["cat"]), processor)
+    assert not answers_need_special_tokens(TaskSettings(family="qwen3_vl", classes=["cat"]))
+    server = fake("--reject", "skip_special_tokens")
+    out = tmp_path / "eval"
+    assert main(["eval", "--endpoint", server.url, "--served-model", "fake", "--family", "qwen2_vl", "--data", str(synth_dir), "--split", "val",
+                 "--out", str(out), "--max-samples", "2"]) == 0
+    assert "refused skip_special_tokens=false: it strips them" in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["fake"]["endpoint"]["special_tokens_lost"] is True
+
+
 def test_detector_from_endpoint_returns_supervision_detections(fake, synth_dir):
     import supervision as sv
 

@@ -490,3 +490,23 @@ def check_served(spec: EndpointSpec) -> None:
         shown = ", ".join(listed[:8]) + (", ..." if len(listed) > 8 else "")
         print(f"[vlmdet] WARNING: {normalise_url(spec.url)} lists {shown}, not {spec.served_model!r}: check --served-model "
               "(the request's `model` must be the name the server serves)", flush=True)
+
+
+# Families whose answers are written with special tokens, for when no tokenizer is at hand to tell.
+SPECIAL_TOKEN_FAMILIES = ("qwen2_vl",)
+
+
+def answers_need_special_tokens(settings: TaskSettings, processor: Any = None) -> bool:
+    """Whether ``settings``' answers contain special tokens (Qwen2-VL's ``<|box_start|>``): a server that
+    decodes with ``skip_special_tokens`` (``transformers serve``) strips them, and the boxes with them.
+    Told by the processor's tokenizer when there is one (a sample answer's tokens), else by family."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    if tokenizer is None or not hasattr(tokenizer, "decode"):
+        return settings.family in SPECIAL_TOKEN_FAMILIES
+    import numpy as np
+
+    label = settings.classes[0] if settings.classes else "object"
+    text = settings.codec.encode(np.array([[10.0, 10.0, 50.0, 50.0]]), [label], (100, 100))
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    # what such a server does, literally (all_special_ids does not list every token decode skips)
+    return tokenizer.decode(ids, skip_special_tokens=True) != tokenizer.decode(ids, skip_special_tokens=False)
