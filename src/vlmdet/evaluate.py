@@ -334,6 +334,11 @@ def run_eval(
 
     if launched():
         state()
+        from vlmdet.distributed import world_size
+
+        if endpoint is not None and world_size() > 1:
+            raise ValueError("scoring a served model runs in one process (the server does the work; --concurrency sets the requests in "
+                             "flight): drop torchrun / --num-processes")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     specs = [data] if isinstance(data, str) else list(data)
