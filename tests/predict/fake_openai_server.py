@@ -7,8 +7,8 @@ client's fault tests. Run as its own process (so that it can be killed for real)
 Every image (told apart by its data URL) gets the same valid Qwen3-VL-style answer: one box
 labelled ``--label``. ``--flaky K``: each image's first K attempts get
 HTTP 500. ``--broken N``: every N-th distinct image (in order of first arrival) always gets 500.
-``--stall S``: each image's first attempt waits S seconds before answering (``--stall-always``:
-every attempt). ``--die-after K``: the process exits abruptly on the request after the K-th answer; ``--hang-after K``:
+``--stall S``: each image's first attempt waits S seconds and gets no answer (``--stall-always``:
+every attempt) — the client's timeout and retry are what is tested. ``--die-after K``: the process exits abruptly on the request after the K-th answer; ``--hang-after K``:
 requests after the K-th answer never get one.
 ``--reject FIELD``: a request carrying FIELD gets 422 naming it, as ``transformers serve`` does.
 Each request is logged (one JSON line: the image's hash, the attempt, the fields sent, the outcome).

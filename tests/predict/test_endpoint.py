@@ -350,3 +350,12 @@ def test_transformers_serve_scores_equal_local_eval(family, exported, synth_dir,
     cached = json.loads((again / "metrics.json").read_text())[str(export)]["endpoint"]
     assert cached["requests_sent"] == 0 and cached["answers_cached"] == len(a)
     assert json.loads((local / "metrics.json").read_text())["baselines"] == json.loads((served / "metrics.json").read_text())["baselines"]
+
+
+def test_the_cli_says_which_flags_go_together(synth_dir, capsys):
+    assert main(["eval", "--data", str(synth_dir)]) == 2
+    assert "give the model to score (--model DIR_OR_ID) or a server to ask (--endpoint URL --served-model NAME)" in capsys.readouterr().err
+    assert main(["eval", "--endpoint", "http://127.0.0.1:1/v1", "--data", str(synth_dir)]) == 2
+    assert "--endpoint needs --served-model NAME" in capsys.readouterr().err
+    assert main(["eval", "--model", "somewhere", "--served-model", "x", "--data", str(synth_dir)]) == 2
+    assert "--served-model and --processor go with --endpoint URL" in capsys.readouterr().err
