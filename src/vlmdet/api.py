@@ -168,12 +168,8 @@ class EndpointDetector(Detector):
     def __init__(self, spec: Any, settings: TaskSettings, processor: Any, generation_base: Any, confidence: str = "geometric_mean",
                  cache_file: str | Path | None = None) -> None:
         super().__init__(None, processor, settings, batch_size=spec.concurrency, confidence=confidence)
-        from vlmdet.predict.endpoint import EndpointPredictor
-
         self.spec = spec
-        self.endpoint = EndpointPredictor(spec.url, spec.served_model, settings, api_key=spec.api_key(), concurrency=spec.concurrency,
-                                          timeout=spec.timeout, max_retries=spec.max_retries, decoding=self.decoding, confidence=confidence,
-                                          generation_base=generation_base, cache_file=cache_file)
+        self.endpoint = spec.predictor(settings, decoding=self.decoding, confidence=confidence, generation_base=generation_base, cache_file=cache_file)
 
     def _predictions(self, samples: list[Sample], images: dict[str, Image.Image], settings: TaskSettings, batch_size: int,
                      progress: bool) -> list[Prediction]:

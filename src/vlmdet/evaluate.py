@@ -34,7 +34,7 @@ from vlmdet.metrics import DetectionResult
 from vlmdet.models.loading import load_processor
 from vlmdet.predict import Prediction, Predictor, evaluate_predictions
 from vlmdet.predict.decoding import Decoding
-from vlmdet.predict.endpoint import CACHE_FILE, EndpointPredictor, EndpointSpec, Failure, answers_need_special_tokens, check_served, endpoint_settings
+from vlmdet.predict.endpoint import CACHE_FILE, EndpointSpec, Failure, answers_need_special_tokens, check_served, endpoint_settings
 from vlmdet.predict.loading import load_for_inference
 from vlmdet.report import decoding_note, markdown_table, print_table
 from vlmdet.report.draw import gt_vs_pred, save_annotated
@@ -182,9 +182,8 @@ def evaluate_endpoint(spec: EndpointSpec, dataset: DetectionDataset, base: Any, 
     import copy
 
     settings = settle_classes(copy.deepcopy(base), dataset, spec.served_model)
-    predictor = EndpointPredictor(spec.url, spec.served_model, settings, api_key=spec.api_key(), concurrency=spec.concurrency,
-                                  timeout=spec.timeout, max_retries=spec.max_retries, max_new_tokens=max_new_tokens, decoding=decoding,
-                                  confidence=confidence, generation_base=generation_base, cache_file=out / CACHE_FILE)
+    predictor = spec.predictor(settings, max_new_tokens=max_new_tokens, decoding=decoding, confidence=confidence, generation_base=generation_base,
+                               cache_file=out / CACHE_FILE)
     run = predictor.predict(dataset.samples, progress=True, desc=f"eval {spec.served_model}")
     record = {**predictor.record(), "answers_cached": run.cached, "requests_sent": run.sent, "failed": len(run.failures),
               "logprobs_returned": any(p is not None and p.confidences is not None for p in run.predictions)}

@@ -422,6 +422,11 @@ class EndpointSpec:
     timeout: float = 120.0
     max_retries: int = 4
 
+    def predictor(self, settings: TaskSettings, **kwargs: Any) -> "EndpointPredictor":
+        """The :class:`EndpointPredictor` of this server for ``settings`` (``kwargs``: its other arguments)."""
+        return EndpointPredictor(self.url, self.served_model, settings, api_key=self.api_key(), concurrency=self.concurrency,
+                                 timeout=self.timeout, max_retries=self.max_retries, **kwargs)
+
     def api_key(self) -> str | None:
         if not self.api_key_env:
             return None
