@@ -46,7 +46,8 @@ def main() -> None:
     lock = threading.RLock()  # log() takes it too, also from inside the counting block
     attempts: dict[str, int] = {}
     order: list[str] = []
-    answered = [0]
+    answered = [0]  # answers decided (reserved)
+    sent = [0]  # answers written whole to the socket
 
     def log(entry: dict) -> None:
         with lock, open(args.log, "a") as f:
@@ -85,9 +86,6 @@ def main() -> None:
                     order.append(image)
                 attempts[image] = attempt = attempts.get(image, 0) + 1
                 index = order.index(image) + 1
-                if args.die_after and answered[0] >= args.die_after:
-                    log({"image": image, "attempt": attempt, "outcome": "killed"})
-                    os._exit(1)  # abrupt: the connection drops mid-request, as a crashed server's would
             entry = {"image": image, "attempt": attempt, "fields": sorted(body), "model": body.get("model"), "prompt": entry_prompt}
             if body.get("model") != args.model:
                 log({**entry, "outcome": 404})
@@ -108,11 +106,20 @@ def main() -> None:
             if args.logprobs and body.get("logprobs"):
                 pieces = [text[i : i + 3] for i in range(0, len(text), 3)]
                 choice["logprobs"] = {"content": [{"token": p, "logprob": -0.1, "bytes": list(p.encode()), "top_logprobs": []} for p in pieces]}
-            with lock:
-                answered[0] += 1
+            with lock:  # deciding and reserving the answer is one step, so that exactly K answers are ever sent
+                die = bool(args.die_after) and answered[0] >= args.die_after
+                if not die:
+                    answered[0] += 1
+            if die:
+                log({"image": image, "attempt": attempt, "outcome": "killed"})
+                while sent[0] < answered[0]:  # the K answers already given reach the client whole before the crash
+                    time.sleep(0.01)
+                os._exit(1)  # abrupt: the connection drops mid-request, as a crashed server's would
             log({**entry, "outcome": 200, "t": time.time()})
             self._send(200, {"id": f"x{answered[0]}", "object": "chat.completion", "created": int(time.time()), "model": args.model,
                              "choices": [choice], "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+            with lock:
+                sent[0] += 1
 
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     print("ready", flush=True)
