@@ -6,6 +6,11 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # the suite must never touch a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one worker per core: a second thread pool per worker only thrashes (measured)
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"  # also for the CLI and launcher processes tests start
+    import torch
+
+    torch.set_num_threads(1)
 
 import pytest
 

@@ -329,7 +329,7 @@ def run_eval(
 
     A dataset with no ``split`` of its own is split the way the model's training run split it
     (:func:`read_eval_split`); images that trained ``model`` are refused unless ``allow_overlap``."""
-    from vlmdet.distributed import is_main_process, launched, state
+    from vlmdet.distributed import barrier, is_main_process, launched, state
 
     if launched():
         state()
@@ -389,33 +389,37 @@ def run_eval(
         evals[name] += [evaluate_model(m, ds, batch_size, family, max_new_tokens, decoding=decoding, confidence=confidence) for m in local]
     if failures:
         raise EndpointIncomplete(out, failures)
-    if not is_main_process():
-        return evals
-    if len(specs) == 1:
-        (name, ds), = datasets.items()
-        write_dataset_outputs(out, f"vlmdet eval: `{specs[0]}` split `{split}` ({len(ds)} images)", ds, evals[name], decoding, confidence, n_images,
-                              baselines[name], endpoint_record(served_name, records.get(name)))
-        print(f"[vlmdet] wrote metrics.json, predictions.json, results.json, report.md, report.html, images/ to {out}")
-        return evals
-    per_dataset = {}
-    for (name, ds), spec in zip(datasets.items(), specs):
-        write_dataset_outputs(out / name, f"vlmdet eval: `{spec}` split `{split}` ({len(ds)} images)", ds, evals[name], decoding, confidence, n_images,
-                              baselines[name], endpoint_record(served_name, records.get(name)))
-        per_dataset[name] = evals[name]
-    summary = {}
-    for k, m in enumerate(models):
-        results = {name: per_dataset[name][k].result.to_dict() for name in per_dataset}
-        summary[m] = {"mean": mean_result(list(results.values())), "per_dataset": results, "decoding": decoding.record(), "confidence": confidence}
-        if endpoint is not None and k == 0:
-            summary[m]["endpoint"] = {name: records[name] for name in per_dataset}
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
-    lines = [f"# vlmdet eval: {len(specs)} datasets, split `{split}`", "", decoding_note({"decoding": decoding.record(), "confidence": confidence}), ""]
-    for m in models:
-        columns = {**{name: s for name, s in summary[m]["per_dataset"].items()}, "mean": summary[m]["mean"]}
-        lines += [f"## {Path(m).name or m}", "", markdown_table(columns), ""]
-        print_table(columns, title=f"{Path(m).name or m}: {len(specs)} datasets and their mean")
-    if len(models) > 1:
-        lines += ["## mean over the datasets", "", markdown_table({Path(m).name or m: summary[m]["mean"] for m in models}), ""]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
-    print(f"[vlmdet] wrote metrics.json and report.md to {out}, and each dataset's outputs to {out}/<dataset>/")
+
+    def write() -> None:  # the main process writes every output
+        if len(specs) == 1:
+            (name, ds), = datasets.items()
+            write_dataset_outputs(out, f"vlmdet eval: `{specs[0]}` split `{split}` ({len(ds)} images)", ds, evals[name], decoding, confidence, n_images,
+                                  baselines[name], endpoint_record(served_name, records.get(name)))
+            print(f"[vlmdet] wrote metrics.json, predictions.json, results.json, report.md, report.html, images/ to {out}")
+            return
+        per_dataset = {}
+        for (name, ds), spec in zip(datasets.items(), specs):
+            write_dataset_outputs(out / name, f"vlmdet eval: `{spec}` split `{split}` ({len(ds)} images)", ds, evals[name], decoding, confidence, n_images,
+                                  baselines[name], endpoint_record(served_name, records.get(name)))
+            per_dataset[name] = evals[name]
+        summary = {}
+        for k, m in enumerate(models):
+            results = {name: per_dataset[name][k].result.to_dict() for name in per_dataset}
+            summary[m] = {"mean": mean_result(list(results.values())), "per_dataset": results, "decoding": decoding.record(), "confidence": confidence}
+            if endpoint is not None and k == 0:
+                summary[m]["endpoint"] = {name: records[name] for name in per_dataset}
+        (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+        lines = [f"# vlmdet eval: {len(specs)} datasets, split `{split}`", "", decoding_note({"decoding": decoding.record(), "confidence": confidence}), ""]
+        for m in models:
+            columns = {**{name: s for name, s in summary[m]["per_dataset"].items()}, "mean": summary[m]["mean"]}
+            lines += [f"## {Path(m).name or m}", "", markdown_table(columns), ""]
+            print_table(columns, title=f"{Path(m).name or m}: {len(specs)} datasets and their mean")
+        if len(models) > 1:
+            lines += ["## mean over the datasets", "", markdown_table({Path(m).name or m: summary[m]["mean"] for m in models}), ""]
+        (out / "report.md").write_text("\n".join(lines) + "\n")
+        print(f"[vlmdet] wrote metrics.json and report.md to {out}, and each dataset's outputs to {out}/<dataset>/")
+
+    if is_main_process():
+        write()
+    barrier()  # the other processes return once the outputs are whole (vlmdet.evaluate reads metrics.json in every process)
     return evals

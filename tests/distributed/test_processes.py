@@ -85,6 +85,22 @@ def test_eval_in_two_processes_gives_what_one_process_gives(tiny_model_dir, synt
         assert (tmp_path / "one" / name).read_text() == (tmp_path / "two" / name).read_text(), name
 
 
+def test_every_process_of_a_python_eval_returns_the_metrics_the_main_one_wrote(tiny_model_dir, synth_dir, tmp_path):
+    # vlmdet.evaluate reads metrics.json back in every process: the others must wait until the main
+    # process has written it whole (they returned first and read nothing, or half a file)
+    script = tmp_path / "evaluate.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "import vlmdet\n"
+        "result = vlmdet.evaluate(sys.argv[1], sys.argv[2], out=sys.argv[3], max_samples=4, max_new_tokens=4)\n"
+        "open(os.path.join(sys.argv[3], f\"rank{os.environ['RANK']}.json\"), 'w').write(json.dumps(result.metrics))\n")
+    out = tmp_path / "two"
+    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(tiny_model_dir("qwen2_5_vl")),
+         str(synth_dir), str(out)])
+    written = json.loads((out / "metrics.json").read_text())
+    assert written and all(json.loads((out / f"rank{r}.json").read_text()) == written for r in (0, 1))
+
+
 def test_num_processes_starts_the_launcher(tiny_model_dir, synth_dir, tmp_path):
     out = run([sys.executable, "-m", "vlmdet", "eval", "--num-processes", "2", "--model", str(tiny_model_dir("qwen2_5_vl")), "--data", str(synth_dir),
                "--max-samples", "4", "--max-new-tokens", "4", "--out", str(tmp_path / "ev")])
