@@ -1,9 +1,11 @@
-"""Mutation testing: plant small bugs in codecs, metrics, collator, predictor and recipe, run the fast
+"""Mutation testing: plant small bugs in the modules that decide a result (codecs, labels, metrics,
+collator, predictor, decoding, recipe, rewards, readers), run the fast
 tests that should catch them, and report the share caught per module.
 
     .venv/bin/pip install -c requirements/constraints.txt mutmut     # once (not a test dependency)
     .venv/bin/python tools/mutation.py --sample 50                    # 50 mutants per module, ~25 min on 2 cores
-    .venv/bin/python tools/mutation.py                                # every mutant (~2400), hours
+    .venv/bin/python tools/mutation.py --sample 30 --modules rewards readers   # only those groups
+    .venv/bin/python tools/mutation.py                                # every mutant, hours
     .venv/bin/python tools/mutation.py --rerun-timeouts               # the mutants that timed out, again (idle machine)
     .venv/bin/python tools/mutation.py --report                       # the table of the last run only
 
@@ -32,16 +34,23 @@ MODULES = {  # module group -> files (relative to src/vlmdet)
     "collator": ["train/collator.py"],
     "predictor": ["predict/predictor.py"],
     "recipe": ["train/recipe.py"],
+    "labels": ["codecs/labels.py"],
+    "rewards": ["rewards.py"],
+    "readers": ["data/readers/coco.py", "data/readers/yolo.py", "data/readers/jsonl.py", "data/readers/voc.py", "data/readers/csv_boxes.py",
+                "data/readers/labelstudio.py", "data/readers/common.py"],
+    "decoding": ["predict/decoding.py"],
 }
 
 
-def sample_names(per_module: int, seed: int = 0) -> list[str]:
-    """``per_module`` mutant names of each module group, drawn with ``seed`` (all when fewer)."""
+def sample_names(per_module: int, seed: int = 0, groups: list[str] | None = None) -> list[str]:
+    """``per_module`` mutant names of each module group (or of ``groups``), drawn with ``seed`` (all when fewer)."""
     import random
 
     rng = random.Random(seed)
     names = []
-    for files in MODULES.values():
+    for group, files in MODULES.items():
+        if groups and group not in groups:
+            continue
         group = []
         for rel in files:
             meta = ROOT / "mutants" / "src" / "vlmdet" / (rel + ".meta")
@@ -93,6 +102,7 @@ def main() -> None:
     p.add_argument("--max-children", type=int, default=2)
     p.add_argument("--fresh", action="store_true", help="forget the previous run's results (mutants/)")
     p.add_argument("--sample", type=int, default=0, help="run N mutants per module, drawn with a fixed seed (0: all)")
+    p.add_argument("--modules", nargs="+", choices=sorted(MODULES), help="sample only these module groups (with --sample)")
     p.add_argument("--rerun-timeouts", action="store_true", help="run again only the mutants that timed out (do it on an idle machine)")
     args = p.parse_args()
     if not args.report:
@@ -124,7 +134,7 @@ def main() -> None:
             # mutmut plants every mutant (and runs the tests once to learn which reach what) on any
             # run; asking for a name that does not exist runs no mutant, so the names can be listed
             subprocess.run([str(mutmut), "run", "--max-children", str(args.max_children), "vlmdet.__none__"], cwd=ROOT, check=False)
-            names = sample_names(args.sample)
+            names = sample_names(args.sample, groups=args.modules)
             print(f"running {len(names)} sampled mutants ({args.sample} per module)", flush=True)
         subprocess.run([str(mutmut), "run", "--max-children", str(args.max_children), *names], cwd=ROOT, check=False)
     table = report()
