@@ -51,12 +51,12 @@ def sample_names(per_module: int, seed: int = 0, groups: list[str] | None = None
     for group, files in MODULES.items():
         if groups and group not in groups:
             continue
-        group = []
+        mutants = []
         for rel in files:
             meta = ROOT / "mutants" / "src" / "vlmdet" / (rel + ".meta")
             if meta.is_file():
-                group += sorted(json.loads(meta.read_text())["exit_code_by_key"])
-        names += rng.sample(group, min(per_module, len(group)))
+                mutants += sorted(json.loads(meta.read_text())["exit_code_by_key"])
+        names += rng.sample(mutants, min(per_module, len(mutants)))
     return names
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -28,13 +29,15 @@ def state():
     from accelerate import PartialState
 
     process_state = PartialState(cpu=not torch.cuda.is_available())
-    if launched() and not _closing:
-        atexit.register(close)
-        _closing.append(close)
+    if launched():
+        _close_at_exit()
     return process_state
 
 
-_closing: list = []  # close() registered at exit once
+@functools.cache
+def _close_at_exit() -> None:
+    """Register :func:`close` to run at exit, once per process."""
+    atexit.register(close)
 
 
 def close() -> None:
