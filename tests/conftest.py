@@ -80,3 +80,45 @@ def answers(monkeypatch):
 
     monkeypatch.setattr(loading, "load_model", load_model)
     return book
+
+
+def as_a_terminal_starts_it() -> None:
+    """``preexec_fn`` for a process a test interrupts with SIGINT: Ctrl-C at its default and unblocked, as a
+    terminal starts a command. An ignored or blocked SIGINT is inherited through fork and exec, and a test
+    runner may hold one (mutmut's fork server ignores SIGINT): the process would rightly ignore the test's
+    Ctrl-C and run on — the "hang" the Ctrl-C training test once showed."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+
+def _ctrl_c_state() -> tuple[object, bool]:
+    """SIGINT's handler and whether the calling thread blocks it: both pass to every process a test starts."""
+    import signal
+
+    return signal.getsignal(signal.SIGINT), signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """A test that leaves SIGINT ignored or blocked in the test process makes every process started after it
+    deaf to Ctrl-C (an ignored or blocked signal is inherited through fork and exec): fail it by name, and
+    put Ctrl-C back so the tests after it see a terminal's state."""
+    before = _ctrl_c_state()
+    try:
+        return (yield)
+    finally:
+        _check_ctrl_c(before)
+
+
+def _check_ctrl_c(before: tuple[object, bool]) -> None:
+    import signal
+
+    after = _ctrl_c_state()
+    if after != before and (after[0] == signal.SIG_IGN or after[1]):
+        signal.signal(signal.SIGINT, before[0])
+        if after[1] and not before[1]:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+        pytest.fail(f"this test left SIGINT {'ignored' if after[0] == signal.SIG_IGN else 'blocked'} in the test process "
+                    f"(was {before}); every process started after it would ignore Ctrl-C", pytrace=False)

@@ -1,5 +1,6 @@
 """Mutation testing: plant small bugs in the modules that decide a result (codecs, labels, metrics,
-collator, predictor, decoding, recipe, rewards, readers), run the fast
+collator, predictor, decoding, recipe, rewards, readers, rl, export,
+the Python API and the run preparation), run the fast
 tests that should catch them, and report the share caught per module.
 
     .venv/bin/pip install -c requirements/constraints.txt mutmut     # once (not a test dependency)
@@ -39,6 +40,10 @@ MODULES = {  # module group -> files (relative to src/vlmdet)
     "readers": ["data/readers/coco.py", "data/readers/yolo.py", "data/readers/jsonl.py", "data/readers/voc.py", "data/readers/csv_boxes.py",
                 "data/readers/labelstudio.py", "data/readers/common.py"],
     "decoding": ["predict/decoding.py"],
+    "rl": ["train/rl.py"],
+    "export": ["export.py"],
+    "api": ["api.py", "commands.py"],
+    "run": ["run.py"],
 }
 
 

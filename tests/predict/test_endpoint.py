@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import as_a_terminal_starts_it
 from vlmdet.cli import main
 
 pytest.importorskip("openai", reason="the endpoint client needs the OpenAI client: pip install 'vlmdet[serve]'")
@@ -187,7 +188,7 @@ def test_ctrl_c_keeps_every_answer_and_the_rerun_sends_only_the_rest(fake, synth
     cmd = [sys.executable, "-m", "vlmdet", "eval", "--endpoint", server.url, "--served-model", "fake", "--family", "qwen3_vl", "--data",
            str(synth_dir), "--split", "val", "--out", str(out), "--concurrency", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, preexec_fn=as_a_terminal_starts_it)
     deadline = time.time() + 120
     while sum(r["outcome"] == "hung" for r in server.requests()) < 2:  # 3 answered, both slots waiting on the server
         assert proc.poll() is None and time.time() < deadline, proc.communicate()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST_TRAIN
+from tests.conftest import FAST_TRAIN, as_a_terminal_starts_it
 from vlmdet.cli import main
 from vlmdet.run import RUN_FILE, RunFolder, fingerprint
 from vlmdet.train.config import load_config
@@ -88,7 +88,9 @@ def test_ctrl_c_says_where_the_last_checkpoint_is_and_exits_130(tiny_model_dir, 
     out = tmp_path / "run"
     args = _args(tiny_model_dir, synth_dir, out, "max_steps=100000")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}  # SIGABRT dumps every thread's stack
-    proc = subprocess.Popen([sys.executable, "-m", "vlmdet", "train", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    # started as a terminal starts it (SIGINT default, unblocked), whatever the test runner holds
+    proc = subprocess.Popen([sys.executable, "-m", "vlmdet", "train", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True, preexec_fn=as_a_terminal_starts_it)
     deadline = time.time() + 180
     while RunFolder(out).last_checkpoint() is None:
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
