@@ -85,8 +85,10 @@ def answers(monkeypatch):
 def as_a_terminal_starts_it() -> None:
     """``preexec_fn`` for a process a test interrupts with SIGINT: Ctrl-C at its default and unblocked, as a
     terminal starts a command. An ignored or blocked SIGINT is inherited through fork and exec, and a test
-    runner may hold one (mutmut's fork server ignores SIGINT): the process would rightly ignore the test's
-    Ctrl-C and run on — the "hang" the Ctrl-C training test once showed."""
+    runner may hold one — a script's background job (`pytest &` in a non-interactive shell starts with SIGINT
+    and SIGQUIT ignored, as POSIX says), mutmut's fork server: the process would rightly ignore the test's
+    Ctrl-C and run on. That was the "hang" of the Ctrl-C training test in whole-suite runs (reproduced with
+    `trap '' INT` before pytest; it never came from an earlier test)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)

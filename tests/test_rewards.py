@@ -72,6 +72,16 @@ def test_soft_iou_rewards_a_box_that_roughly_covers_its_object():
     assert parts_of(CASES["whole image"])["soft_iou"] < 0.1  # boxing everything is not a way to earn
 
 
+def test_a_reward_called_without_the_sample_index_or_the_token_ids_says_what_it_needs():
+    from vlmdet.rewards import _Part
+
+    part = _Part("f1", lambda i, ids: {"f1": 1.0})
+    assert part(completions=["x"], completion_ids=[[1, 2]], sample_index=[0]) == [1.0]
+    for given in ({"completion_ids": [[1, 2]]}, {"sample_index": [0]}, {}):
+        with pytest.raises(ValueError, match="need the dataset's sample_index column and TRL's completion_ids"):
+            part(completions=["x"], **given)
+
+
 def test_the_parts_as_functions():
     assert f1_reward([], [], [], []) == 1.0 and f1_reward(GT, LABELS, [], []) == 0.0
     assert format_reward(True) == 0.0 and format_reward(False) == 1.0

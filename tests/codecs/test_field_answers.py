@@ -35,6 +35,9 @@ JSON_ANSWERS = {
     "list wrapped in an object": ('{"objects": [{"bbox_2d": [100, 200, 300, 400], "label": "cat"}, {"bbox_2d": [500, 500, 600, 700], "label": "dog"}]}',
                                   [CAT, DOG], ["cat", "dog"]),
     "list wrapped two levels deep": ('{"result": {"detections": [{"bbox": [100, 200, 300, 400], "class": "cat"}]}}', [CAT], ["cat"]),
+    # the wrapper's other lists (empty, or of names) come first: the box list is still the one found
+    "list wrapped beside other lists": ('{"warnings": [], "classes": ["cat"], "objects": [{"bbox_2d": [100, 200, 300, 400], "label": "cat"}]}',
+                                        [CAT], ["cat"]),
     "corners as two points": ('[{"bbox_2d": [[100, 200], [300, 400]], "label": "cat"}]', [CAT], ["cat"]),
     "points are not boxes (Qwen point_2d)": ('[{"point_2d": [346, 328], "label": "person"}, {"bbox_2d": [100, 200, 300, 400], "label": "cat"}]', [CAT], ["cat"]),
     "labels in the class's case, plural, spaced": (

@@ -80,6 +80,16 @@ def test_results_file_scoring_equals_pycocotools(tmp_path, seed, empty):
     assert ours["per_class_ap"]["fish"] == -1.0  # no ground truth: undefined, as COCOeval says
 
 
+@pytest.mark.parametrize("bbox", [[30, 30, -20, 10], [30, 30, 10, -20]])
+def test_a_results_box_with_a_negative_side_is_refused_as_corner_format(tmp_path, bbox):
+    gt, dets = make_case(0)
+    dets = [{**dets[0], "bbox": bbox}]
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "res.json").write_text(json.dumps(dets))
+    with pytest.raises(ValueError, match=r"detection 0: bbox .* has a negative width or height — is it \[x1, y1, x2, y2\]\?"):
+        score_results_file(tmp_path / "gt.json", tmp_path / "res.json")
+
+
 @pytest.mark.parametrize("seed", range(30))
 def test_detection_metrics_from_samples_equal_pycocotools(tmp_path, seed):
     """The update/compute path (xyxy boxes + class names, as vlmdet eval feeds it) gives the same mAP."""

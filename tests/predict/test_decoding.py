@@ -13,7 +13,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, GenerationC
 
 from vlmdet.data.readers import open_dataset
 from vlmdet.predict import Predictor
-from vlmdet.predict.decoding import Decoding, check_generation, span_confidence, token_char_spans
+from vlmdet.predict.decoding import Decoding, check_generation, span_confidence, strip_answer, token_char_spans
 from vlmdet.rows import TaskSettings
 
 CHECKPOINT_HABITS = {"do_sample": True, "temperature": 0.7, "top_k": 5, "num_beams": 3, "repetition_penalty": 1.8, "no_repeat_ngram_size": 2}
@@ -105,6 +105,16 @@ def test_span_confidence_kinds():
     assert span_confidence((1, 5), spans, lps, "mean") == pytest.approx((0.9 + 0.5 + 0.8) / 3)
     assert span_confidence((1, 5), spans, lps, "product") == pytest.approx(0.9 * 0.5 * 0.8)
     assert math.isnan(span_confidence((9, 10), spans, lps))
+    # a token that only touches the span (ends where it starts, starts where it ends) did not write it
+    assert span_confidence((2, 6), spans, lps, "product") == pytest.approx(0.5 * 0.8)
+
+
+
+def test_a_stripped_answer_keeps_each_token_on_its_characters():
+    # tokens " ", "[1", "0]", " " of "  [10] "; the leading blanks' token ends up empty at 0
+    text, spans = strip_answer("  [10] ", [(0, 2), (2, 4), (4, 6), (6, 7)])
+    assert text == "[10]" and spans == [(0, 0), (0, 2), (2, 4), (4, 5)]
+    assert [text[s:e] for s, e in spans] == ["", "[1", "0]", ""]
 
 
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "paligemma", "florence2"])

@@ -94,6 +94,10 @@ def test_paligemma_suffix_is_token_type_1_and_attends_causally(tiny_model_dir, t
     trained = batch["labels"] != -100
     real = batch["attention_mask"] == 1
     assert torch.equal(batch["token_type_ids"].bool() & real, trained)
+    # labels=all (completion_only=False): every real token is trained, prompt and image included, padding never
+    whole = DetectionCollator(processor, layout="prefix_suffix", completion_only=False)([settings.row(s) for s in train_split.samples[:4]])
+    assert torch.equal(whole["labels"], whole["input_ids"].masked_fill(whole["attention_mask"] == 0, -100))
+    assert (whole["attention_mask"] == 0).any()  # the rows differ in length: the padding case is checked
 
 
 def test_florence2_labels_are_the_decoder_target_only(tiny_model_dir, train_split):

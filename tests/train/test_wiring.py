@@ -105,21 +105,26 @@ def test_targets_are_written_in_reading_order_whatever_the_annotation_order(tiny
     assert canonical_order(boxes, labels)[1] == decoded.labels == ["b", "c", "a", "a"]
 
 
-def test_an_image_token_feature_mismatch_names_the_sample(tiny_model_dir, synth_dir):
-    """A collator that cut the sequence (here TRL's, with a max_length) leaves fewer image tokens than features."""
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "internvl", "gemma3"])
+def test_an_image_token_feature_mismatch_names_the_sample(family, tiny_model_dir, synth_dir):
+    """A collator that cut the sequence (here TRL's, with a max_length) leaves fewer image tokens than features.
+    Qwen's grid and Gemma 3's fixed count say each row's count (the row is named); InternVL's tiles do not,
+    so the batch's rows are named."""
     from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
     from vlmdet.train.collator import DetectionCollator
 
-    processor = AutoProcessor.from_pretrained(tiny_model_dir("qwen2_5_vl"))
+    processor = AutoProcessor.from_pretrained(tiny_model_dir(family))
     ds = open_dataset(synth_dir, "train")
-    settings = TaskSettings.for_model("qwen2_5_vl", processor, classes=ds.classes)
+    settings = TaskSettings.for_model(family, processor, classes=ds.classes)
     rows = [settings.row(s) | {"id": s.source} for s in ds.samples[:2]]
     collator = DetectionCollator(processor)
     collator(rows)  # the real one: fine
     collator._trl = DataCollatorForVisionLanguageModeling(processor=processor, max_length=20, completion_only_loss=True)
-    with pytest.raises(ValueError, match=r"sample .*image id \d+ .*: \d+ image tokens in the text but \d+ image features"):
+    with pytest.raises(ValueError, match=r"\d+ image tokens in the text but \d+ image features; the prompt was cut or the processor changed") as err:
         collator(rows)
+    named = f"samples {rows[0]['id']}, {rows[1]['id']}: " if family == "internvl" else f"sample {rows[0]['id']}: "
+    assert str(err.value).startswith(named)
 
 
 def test_a_run_that_does_not_beat_the_base_says_so(tiny_model_dir, synth_dir, tmp_path, capsys):

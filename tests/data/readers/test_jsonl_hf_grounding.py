@@ -66,6 +66,15 @@ def test_jsonl_bad_lines_name_the_line_or_are_skipped(tmp_path):
     assert [w.rsplit(":", 1)[1] for w, _ in ds.report.skipped] == ["2", "3", "4"]
 
 
+def test_jsonl_one_flat_box_reads_and_other_flat_lengths_are_refused(tmp_path):
+    solid(tmp_path / "a.png", (100, 50))
+    one = _lines(tmp_path / "one.jsonl", [{"image": "a.png", "bbox": [1, 2, 30, 40], "labels": ["cat"]}])
+    np.testing.assert_allclose(read_jsonl(one)[0].boxes, [[1, 2, 30, 40]])
+    flat = _lines(tmp_path / "flat.jsonl", [{"image": "a.png", "boxes": [1, 2, 30, 40, 5, 6, 50, 45], "labels": ["cat", "dog"]}])
+    with pytest.raises(DataError, match=r"flat\.jsonl:1: a box is 4 numbers \[x1, y1, x2, y2\], got 8 .*list of lists"):
+        read_jsonl(flat)
+
+
 def test_grounding_jsonl(tmp_path):
     solid(tmp_path / "a.png", (100, 50))
     path = _lines(tmp_path / "g.jsonl", [{"image": "a.png", "phrase": "the red car", "bbox": [10, 10, 40, 30]}])

@@ -126,6 +126,10 @@ def test_rotated_rectangle_is_refused_naming_file_task_and_result(ls_dir):
         read_label_studio(path)
     ok = write(ls_dir, [task(5, "photo.jpg", [rect(10, 20, 30, 40, rotation=360)])])
     assert len(read_label_studio(ok)[0].boxes) == 1  # a full turn is no rotation
+    # the image itself turned in the editor (the result's image_rotation): its percent coordinates are of the turned image
+    turned = write(ls_dir, [task(6, "photo.jpg", [rect(10, 20, 30, 40, rid="r9", image_rotation=90)])])
+    with pytest.raises(DataError, match=r"task 6, result r9: the image is rotated by 90 degrees \(image_rotation\)"):
+        read_label_studio(turned)
 
 
 def test_url_not_found_locally_tells_to_download(ls_dir):

@@ -55,3 +55,10 @@ def test_missing_split_and_corrupt_image(yolo_dir):
     (yolo_dir / "images" / "train" / "b.png").write_bytes(b"not an image")
     with pytest.raises(DataError, match=r"b\.png"):
         read_yolo(yolo_dir / "data.yaml", "train")
+
+
+def test_a_closed_class_set_is_the_datasets_classes_and_refuses_labels_outside_it(yolo_dir):
+    ds = read_yolo(yolo_dir / "data.yaml", "train", options=ReadOptions(classes=["dog", "cat", "bird"]))
+    assert ds.classes == ["dog", "cat", "bird"]  # the order given, a class the files never use kept
+    with pytest.raises(DataError, match=r"unknown class 'dog'.*Add it to `classes`"):
+        read_yolo(yolo_dir / "data.yaml", "train", options=ReadOptions(classes=["cat"], on_error="skip"))

@@ -30,7 +30,9 @@ def _boxes(rec: dict[str, Any], where: str) -> np.ndarray:
     if raw is None:
         return np.zeros((0, 4))
     arr = np.asarray(raw, dtype=object)
-    if arr.ndim == 1 and len(arr) == 4 and not isinstance(raw[0], (list, tuple)):
+    if arr.ndim == 1 and len(arr) and not isinstance(raw[0], (list, tuple)):  # one box written flat
+        if len(arr) != 4:  # 8 flat numbers are not two boxes: the file's layout is not known
+            raise DataError(f"{where}: a box is 4 numbers [x1, y1, x2, y2], got {len(arr)} ({raw!r:.80}); write several boxes as a list of lists")
         raw = [raw]
     try:
         return np.asarray(raw, dtype=np.float64).reshape(-1, 4)
