@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # the suite must never touch a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -89,16 +90,12 @@ def as_a_terminal_starts_it() -> None:
     and SIGQUIT ignored, as POSIX says), mutmut's fork server: the process would rightly ignore the test's
     Ctrl-C and run on. That was the "hang" of the Ctrl-C training test in whole-suite runs (reproduced with
     `trap '' INT` before pytest; it never came from an earlier test)."""
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
 
 
 def _ctrl_c_state() -> tuple[object, bool]:
     """SIGINT's handler and whether the calling thread blocks it: both pass to every process a test starts."""
-    import signal
-
     return signal.getsignal(signal.SIGINT), signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
 
 
@@ -115,8 +112,6 @@ def pytest_runtest_call(item):
 
 
 def _check_ctrl_c(before: tuple[object, bool]) -> None:
-    import signal
-
     after = _ctrl_c_state()
     if after != before and (after[0] == signal.SIG_IGN or after[1]):
         signal.signal(signal.SIGINT, before[0])

@@ -49,36 +49,36 @@ MODULES = {  # module group -> files (relative to src/vlmdet)
 }
 
 
+def metas(groups: list[str] | None = None):
+    """``(group, meta file)`` of each mutated file of ``groups`` (all when None) that mutmut has planted:
+    its ``exit_code_by_key`` holds each mutant's verdict (None: not run)."""
+    for group, files in MODULES.items():
+        if groups and group not in groups:
+            continue
+        for rel in files:
+            meta = ROOT / "mutants" / "src" / "vlmdet" / (rel + ".meta")
+            if meta.is_file():
+                yield group, meta
+
+
 def sample_names(per_module: int, seed: int = 0, groups: list[str] | None = None) -> list[str]:
     """``per_module`` mutant names of each module group (or of ``groups``), drawn with ``seed`` (all when fewer)."""
     import random
 
     rng = random.Random(seed)
-    names = []
-    for group, files in MODULES.items():
-        if groups and group not in groups:
-            continue
-        mutants = []
-        for rel in files:
-            meta = ROOT / "mutants" / "src" / "vlmdet" / (rel + ".meta")
-            if meta.is_file():
-                mutants += sorted(json.loads(meta.read_text())["exit_code_by_key"])
-        names += rng.sample(mutants, min(per_module, len(mutants)))
-    return names
+    mutants: dict[str, list[str]] = {}
+    for group, meta in metas(groups):
+        mutants.setdefault(group, []).extend(sorted(json.loads(meta.read_text())["exit_code_by_key"]))
+    return [name for group in mutants.values() for name in rng.sample(group, min(per_module, len(group)))]
 
 
 def forget(groups: list[str] | None) -> None:
     """Clear mutmut's verdicts for the mutants of ``groups`` (all when None), so a sampled run's table
     counts exactly the mutants it ran."""
-    for group, files in MODULES.items():
-        if groups and group not in groups:
-            continue
-        for rel in files:
-            meta = ROOT / "mutants" / "src" / "vlmdet" / (rel + ".meta")
-            if meta.is_file():
-                data = json.loads(meta.read_text())
-                data["exit_code_by_key"] = dict.fromkeys(data["exit_code_by_key"])
-                meta.write_text(json.dumps(data))
+    for _, meta in metas(groups):
+        data = json.loads(meta.read_text())
+        data["exit_code_by_key"] = dict.fromkeys(data["exit_code_by_key"])
+        meta.write_text(json.dumps(data))
 
 
 def report() -> dict[str, dict[str, int]]:
@@ -86,19 +86,12 @@ def report() -> dict[str, dict[str, int]]:
     from its result files in ``mutants/``; mutants a sampled run did not reach are left out."""
     from mutmut.stats import status_by_exit_code
 
-    table: dict[str, dict[str, int]] = {}
-    for group, files in MODULES.items():
-        counts: Counter = Counter()
-        for rel in files:
-            meta = ROOT / "mutants" / "src" / "vlmdet" / (rel + ".meta")
-            if not meta.is_file():
-                continue
-            for code in json.loads(meta.read_text())["exit_code_by_key"].values():
-                if code is None:
-                    continue  # not run (a sampled run leaves the rest unchecked)
-                counts[status_by_exit_code.get(code, "other")] += 1
-        table[group] = dict(counts)
-    return table
+    counts: dict[str, Counter] = {group: Counter() for group in MODULES}
+    for group, meta in metas():
+        for code in json.loads(meta.read_text())["exit_code_by_key"].values():
+            if code is not None:  # None: not run (a sampled run leaves the rest unchecked)
+                counts[group][status_by_exit_code.get(code, "other")] += 1
+    return {group: dict(c) for group, c in counts.items()}
 
 
 def print_table(table: dict[str, dict[str, int]]) -> None:
@@ -136,23 +129,20 @@ def main() -> None:
         if args.rerun_timeouts:
             from mutmut.stats import status_by_exit_code
 
-            for files in MODULES.values():
-                for rel in files:
-                    meta = ROOT / "mutants" / "src" / "vlmdet" / (rel + ".meta")
-                    if meta.is_file():
-                        data = json.loads(meta.read_text())
-                        codes = data["exit_code_by_key"]
-                        again = [k for k, v in codes.items() if v is not None and status_by_exit_code.get(v) == "timeout"]
-                        for k in again:  # forget the verdict, or mutmut keeps it
-                            codes[k] = None
-                        meta.write_text(json.dumps(data))
-                        names += again
+            for _, meta in metas():
+                data = json.loads(meta.read_text())
+                codes = data["exit_code_by_key"]
+                again = [k for k, v in codes.items() if v is not None and status_by_exit_code.get(v) == "timeout"]
+                for k in again:  # forget the verdict, or mutmut keeps it
+                    codes[k] = None
+                meta.write_text(json.dumps(data))
+                names += again
             print(f"running {len(names)} mutants that timed out again", flush=True)
             if not names:
                 print_table(report())
                 return
         elif args.sample:
-            if not any((ROOT / "mutants" / "src" / "vlmdet" / (rel + ".meta")).is_file() for files in MODULES.values() for rel in files):
+            if next(metas(), None) is None:
                 # mutmut plants every mutant (and runs the tests once to learn which reach what) on its
                 # first run; one small function's mutants are enough to make it do that and stop
                 subprocess.run([str(mutmut), "run", "--max-children", str(args.max_children), "vlmdet.rewards.x_format_reward__mutmut_1"],

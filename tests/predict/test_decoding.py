@@ -109,7 +109,6 @@ def test_span_confidence_kinds():
     assert span_confidence((2, 6), spans, lps, "product") == pytest.approx(0.5 * 0.8)
 
 
-
 def test_a_stripped_answer_keeps_each_token_on_its_characters():
     # tokens " ", "[1", "0]", " " of "  [10] "; the leading blanks' token ends up empty at 0
     text, spans = strip_answer("  [10] ", [(0, 2), (2, 4), (4, 6), (6, 7)])

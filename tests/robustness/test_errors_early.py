@@ -124,7 +124,6 @@ def gt_file(tmp_path):
         ([{"image_id": 1, "category_id": 3, "bbox": [10, 10, 20], "score": 1}], r"detection 0: bbox must be 4 finite numbers"),
         ([{"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 1}], r"category id 1 is not in .*gt\.json \(its ids: \[3\]\)"),
         ([{"image_id": 1, "category_id": 3, "bbox": [30, 30, -20, 10], "score": 1}], r"negative width or height — is it \[x1, y1, x2, y2\]\?"),
-        ([{"image_id": 1, "category_id": 3, "bbox": [30, 30, 10, -20], "score": 1}], r"negative width or height"),
         ([{"image_id": 1, "category_id": 3, "bbox": [10, 10, 20, 20], "score": "high"}], r"score must be a finite number"),
         ({"not": "a list"}, r"a COCO results file is a JSON list"),
     ],
