@@ -289,7 +289,7 @@ def _relaunch(args: argparse.Namespace, argv: list[str]) -> int | None:
 
 
 def _decoding_args(p: argparse.ArgumentParser) -> None:
-    from vlmdet.predict.decoding import CONFIDENCE_KINDS
+    from vlmdet.config import CONFIDENCE_KINDS
 
     p.add_argument("--generation", action="append", metavar="KEY=VALUE", help="any GenerationConfig setting over vlmdet's greedy decoding "
                    "(every penalty and n-gram ban off, whatever the checkpoint's generation_config.json says); repeatable")

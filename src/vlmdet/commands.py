@@ -92,12 +92,11 @@ def train(config: str | Path | None = None, /, *, overrides: Sequence[str] | Non
     (``learning_rate=1e-4``, ``lora={"r": 8}``, ``resume=True``, ``overwrite=True``); ``callbacks``
     are ``transformers.TrainerCallback`` objects added to the trainer.
     Returns a :class:`vlmdet.train.recipe.TrainResult`."""
-    from vlmdet.train.recipe import train as run_train
-
     if config is None and not overrides and not settings:
         config = "demo"
         print("[vlmdet] no settings: running the offline demo (--config demo)", flush=True)
-    cfg = _config("sft", config, overrides, settings)
+    cfg = _config("sft", config, overrides, settings)  # a settings error comes before torch and transformers load
+    from vlmdet.train.recipe import train as run_train
     try:
         result = run_train(cfg, extra_callbacks=list(callbacks or []))
     except KeyboardInterrupt:
@@ -109,11 +108,10 @@ def train(config: str | Path | None = None, /, *, overrides: Sequence[str] | Non
 def rl(config: str | Path | None = None, /, *, overrides: Sequence[str] | None = None, callbacks: Sequence[Any] | None = None, **settings: Any):
     """``vlmdet rl``: GRPO with box rewards from a trained checkpoint (``model=...``); the settings as
     for :func:`train`, under ``grpo`` for the trainer. Returns a ``TrainResult``."""
-    from vlmdet.train.rl import rl as run_rl
-
     if config is None and not overrides and not settings:
         raise ValueError("vlmdet.rl needs a config or settings (the RL demo runs from the command line: vlmdet rl)")
-    cfg = _config("rl", config, overrides, settings)
+    cfg = _config("rl", config, overrides, settings)  # a settings error comes before torch and transformers load
+    from vlmdet.train.rl import rl as run_rl
     try:
         result = run_rl(cfg, extra_callbacks=list(callbacks or []))
     except KeyboardInterrupt:

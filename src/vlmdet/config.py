@@ -60,6 +60,11 @@ def yaml_value(text: str, where: str = "") -> Any:
         raise ConfigError(f"{where or 'value'}: invalid YAML{at}: {problem}") from None
 
 
+# a box's confidence from its tokens' log-probabilities (vlmdet.predict.decoding.span_confidence);
+# here, with the settings, so that checking a setting loads neither torch nor transformers
+CONFIDENCE_KINDS = ("geometric_mean", "min", "mean", "product")
+
+
 @dataclass
 class EvalConfig:
     """Detection evaluation during and around training."""
@@ -72,8 +77,6 @@ class EvalConfig:
     confidence: str = "geometric_mean"  # a box's confidence from its tokens: geometric_mean | min | mean | product
 
     def __post_init__(self) -> None:
-        from vlmdet.predict.decoding import CONFIDENCE_KINDS
-
         if self.confidence not in CONFIDENCE_KINDS:
             raise ConfigError(f"eval.confidence must be one of {', '.join(CONFIDENCE_KINDS)}, got {self.confidence!r}")
 

@@ -54,3 +54,23 @@ def test_the_refusal_is_one_line_from_the_cli(capsys):
     assert main(["eval", "--model", "m", "--data", "d", "--num-processes", "2", "--accelerate-config", "zero3"]) == 2
     err = capsys.readouterr().err
     assert "zero3 needs GPUs" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("env, main_process", [
+    ({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1"}, True),   # the first machine's one process
+    ({"RANK": "1", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1"}, False),  # the second machine's: local rank 0 too
+    ({"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2"}, False),
+])
+def test_only_the_global_main_process_writes_whatever_its_local_rank(env, main_process, monkeypatch):
+    # two machines sharing an output folder (or two on one host, the slow test_processes.py run):
+    # a "main process" by local rank would be one per machine, each writing run.json and the report
+    import torch.distributed as dist
+
+    from vlmdet import distributed
+
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)  # before the process group starts: what the launcher's environment says
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert distributed.launched()
+    assert distributed.rank() == int(env["RANK"]) and distributed.world_size() == int(env["WORLD_SIZE"])
+    assert distributed.is_main_process() is main_process

@@ -49,20 +49,20 @@ def _run_cli(args: list[str], env: dict, **kw) -> subprocess.Popen:
 
 def test_resume_after_a_killed_run_continues_from_the_last_checkpoint(tmp_path, tiny_model_dir, synth_dir):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    args = [f"model={tiny_model_dir('qwen2_5_vl')}", f"data={synth_dir}", f"output_dir={tmp_path}", "max_steps=40",
-            "save_steps=10", "eval_steps=1000", *FAST, "eval.max_samples=2", "eval.max_new_tokens=8"]
+    args = [f"model={tiny_model_dir('qwen2_5_vl')}", f"data={synth_dir}", f"output_dir={tmp_path}", "max_steps=20",
+            "save_steps=4", "eval_steps=1000", *FAST, "eval.max_samples=2", "eval.max_new_tokens=8"]
     proc = _run_cli(args, env, start_new_session=True)
     before_file = tmp_path / "before_metrics.json"
     deadline = time.time() + 240
-    while not (tmp_path / "checkpoint-20").is_dir():
+    while not (tmp_path / "checkpoint-8").is_dir():
         assert proc.poll() is None, proc.stdout.read()
-        assert time.time() < deadline, "no checkpoint-20 within 4 minutes"
+        assert time.time() < deadline, "no checkpoint-8 within 4 minutes"
         time.sleep(0.2)
     time.sleep(0.5)  # let the checkpoint finish writing, then kill -9 mid-run
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done = sorted(int(p.name.split("-")[1]) for p in tmp_path.glob("checkpoint-*"))
-    assert done and done[-1] < 40, done
+    assert done and done[-1] < 20, done
     scored_before = before_file.read_text()  # written before the first step
     # a checkpoint being written when the kill came may be incomplete; resume uses the last complete one
     out = subprocess.run([sys.executable, "-m", "vlmdet", "train", *args, "--resume"], capture_output=True, text=True, env=env, timeout=300)
@@ -70,11 +70,11 @@ def test_resume_after_a_killed_run_continues_from_the_last_checkpoint(tmp_path, 
     text = out.stdout + out.stderr
     assert "resuming from" in text
     resumed_from = int(text.split("resuming from", 1)[1].split("checkpoint-", 1)[1].split()[0].strip(".,)"))
-    assert resumed_from in done and resumed_from >= 20
+    assert resumed_from in done and resumed_from >= 8
     steps = [int(line.split("step", 1)[1].split("|")[0]) for line in text.splitlines() if line.startswith("[vlmdet] step")]
     assert steps and min(steps) > resumed_from, steps  # no step before the checkpoint was run again
-    state = json.loads((tmp_path / "checkpoint-40" / "trainer_state.json").read_text())
-    assert state["global_step"] == 40
+    state = json.loads((tmp_path / "checkpoint-20" / "trainer_state.json").read_text())
+    assert state["global_step"] == 20
     assert (Path(tmp_path) / SETTINGS_FILE).is_file()
     # the base model was scored once, before the kill; the resumed run reports those figures
     assert "scoring the base model" not in text

@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from transformers import GenerationConfig, LogitsProcessor
 
+from vlmdet.config import CONFIDENCE_KINDS  # the names, defined with the settings
+
 # vlmdet's greedy decoding: each behaviour transformers knows, set to "off" explicitly.
 GREEDY: dict[str, Any] = {
     "do_sample": False,
@@ -187,7 +189,6 @@ def strip_answer(text: str, spans: Sequence[tuple[int, int]]) -> tuple[str, list
     return text.strip(), [(max(0, s - lead), max(0, e - lead)) for s, e in spans]
 
 
-CONFIDENCE_KINDS = ("geometric_mean", "min", "mean", "product")
 
 
 def span_confidence(span: tuple[int, int], token_spans: Sequence[tuple[int, int]], logprobs: Sequence[float], kind: str = "geometric_mean") -> float:
