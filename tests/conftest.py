@@ -119,3 +119,23 @@ def _check_ctrl_c(before: tuple[object, bool]) -> None:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
         pytest.fail(f"this test left SIGINT {'ignored' if after[0] == signal.SIG_IGN else 'blocked'} in the test process "
                     f"(was {before}); every process started after it would ignore Ctrl-C", pytrace=False)
+
+
+# The longest tests (10-35 s each on 2 cores: several processes, or a training run of 100 steps), from
+# `pytest --durations 0`. They run first, so that the xdist workers end the suite on short tests and
+# finish together instead of one waiting on a 35 s test that the schedule left for last.
+LONGEST_FIRST = (
+    "tests/distributed/test_processes.py::",
+    "tests/predict/test_endpoint.py::test_transformers_serve_scores_equal_local_eval",
+    "tests/families/test_end_to_end.py::test_short_run",
+    "tests/train/test_rl.py::test_a_killed_rl_run",
+    "tests/train/test_train_run.py::test_resume_after_a_killed_run",
+    "tests/test_notebook.py::",
+    "tests/test_examples.py::",
+    "tests/robustness/test_runs.py::test_ctrl_c",
+    "tests/predict/test_endpoint.py::test_ctrl_c",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: not item.nodeid.startswith(LONGEST_FIRST))  # stable: the order within each group is kept
