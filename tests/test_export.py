@@ -115,6 +115,7 @@ def test_qlora_run_merges_through_a_dequantised_base_and_says_so(lora_run, tmp_p
     assert "QLoRA run: merging the adapters into the base model de-quantised" in out and "vlmdet eval" in out
     record = json.loads((tmp_path / "e" / "export.json").read_text())
     assert record["finetune"] == "qlora" and record["merged"] and record["dtype"] == "bfloat16"
+    assert record["family"] == "qwen2_5_vl" and record["source"] == str(qlora) and record["generation"]  # what export.json promises to record
     assert not list((tmp_path / "e").glob("adapter_*"))
 
 

@@ -178,3 +178,42 @@ def test_rl_from_python_returns_the_grpo_result_and_refuses_bad_rewards(tiny_mod
     assert str(info.value) == message
     with pytest.raises(ValueError, match="vlmdet.rl needs a config or settings"):
         vlmdet.rl()
+
+
+def test_interrupting_rl_names_the_checkpoint_and_the_call_that_resumes(tiny_model_dir, synth_dir, tmp_path):
+    from tests.train.test_rl import FAST_RL
+
+    out = tmp_path / "rl"
+    settings = dict(overrides=FAST_RL, model=str(tiny_model_dir("qwen2_5_vl")), data=str(synth_dir), output_dir=str(out), max_steps=4, save_steps=1,
+                    eval={"before": False, "after": False})
+    with pytest.raises(vlmdet.Interrupted) as info:
+        vlmdet.rl(callbacks=[_StopAt(2)], **settings)
+    assert info.value.checkpoint == out / "checkpoint-1"  # stopped in step 2, before its save
+    assert str(info.value).startswith(f"vlmdet rl: interrupted; last checkpoint {out}/checkpoint-1 — resume with: vlmdet.rl(")
+    assert f"overrides={FAST_RL!r}" in str(info.value) and str(info.value).endswith("resume=True)")
+
+
+def test_an_eval_of_several_datasets_shows_each_with_its_own_images_and_baselines(tiny_model_dir, synth_dir, tmp_path):
+    from vlmdet.data.synth import write_synthetic_coco
+
+    other = write_synthetic_coco(tmp_path / "other", seed=5, splits={"train": 8, "val": 4})
+    scores = vlmdet.evaluate(tiny_model_dir("qwen2_5_vl"), [synth_dir, other], split="val", out=tmp_path / "ev", max_samples=3, max_new_tokens=4)
+    assert len(scores.evals) == 2
+    page = scores._repr_html_()
+    sections = page.split("vlmdet eval: ")[1:]
+    assert [s.split("<", 1)[0].strip() for s in sections] == list(scores.evals)
+    for name, section in zip(scores.evals, sections):
+        own = json.loads((tmp_path / "ev" / name / "metrics.json").read_text())
+        assert section.count("<img") == len(list((tmp_path / "ev" / name / "images").glob("*.png"))) > 0
+        assert "<th>baseline: mean box</th>" in section and own["baselines"]["results"]
+
+
+def test_the_doctor_table_in_a_notebook_has_one_row_per_check_and_the_fix_of_a_failure():
+    from vlmdet.doctor.checks import CheckResult
+
+    result = vlmdet.DoctorResult([CheckResult("labels", True, "the answer only"), CheckResult("coordinates", False, "boxes off by 2x", fix="set family=qwen2_5_vl")])
+    page = result._repr_html_()
+    assert page.startswith("<p>vlmdet doctor: 1/2 checks passed; FAILED: coordinates</p><table>")
+    rows = page.split("</th></tr>", 1)[1].removesuffix("</table>")
+    assert rows == ("<tr><td>PASS</td><td>labels</td><td style='text-align:left'>the answer only</td></tr>"
+                    "<tr><td><b>FAIL</b></td><td>coordinates</td><td style='text-align:left'>boxes off by 2x<br><i>fix:</i> set family=qwen2_5_vl</td></tr>")

@@ -71,6 +71,11 @@ def test_resume_only_continues_the_same_run(tiny_model_dir, synth_dir, tmp_path,
     assert "resuming from" in capsys.readouterr().out
     assert json.loads((out / RUN_FILE).read_text())["status"] == "finished"
     assert json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["global_step"] == 4
+    # checkpoints from before run.json existed: nothing to check them against, so no resume
+    (out / RUN_FILE).unlink()
+    assert main(["train", *_args(tiny_model_dir, synth_dir, out, "max_steps=4"), "--resume"]) == 2
+    assert (f"{out} holds checkpoints without a run fingerprint (written by an older vlmdet): vlmdet cannot check that they belong to this "
+            "run. Start again with --overwrite, or resume with the vlmdet version that wrote them") in capsys.readouterr().err
 
 
 def test_fingerprint_ignores_launch_settings_only(tmp_path, synth_dir):
