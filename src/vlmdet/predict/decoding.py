@@ -189,8 +189,6 @@ def strip_answer(text: str, spans: Sequence[tuple[int, int]]) -> tuple[str, list
     return text.strip(), [(max(0, s - lead), max(0, e - lead)) for s, e in spans]
 
 
-
-
 def span_confidence(span: tuple[int, int], token_spans: Sequence[tuple[int, int]], logprobs: Sequence[float], kind: str = "geometric_mean") -> float:
     """Confidence of one box from the log-probabilities of the tokens that wrote it.
 
