@@ -204,3 +204,38 @@ def test_forward_backward_and_generate(family, tiny_model_dir):
         assert out.shape[0] == 1 and 1 < out.shape[1] <= 7 and int(out[0, 0]) == model.generation_config.decoder_start_token_id
     else:
         assert out.shape[0] == 1 and out.shape[1] > one["input_ids"].shape[1]
+
+
+@pytest.mark.parametrize("family", QWEN)
+def test_a_smaller_vision_patch_reaches_the_processor_the_model_and_the_codec(family, tmp_path):
+    """tiny.vision_patch_size=7: four times the patches of an image at the same pixel budget, one
+    patch size in the processor, the vision config and the codec's resize factor (Qwen2.5-VL writes
+    pixels of the image resized to a multiple of it)."""
+    from vlmdet.families import TinySpec
+    from vlmdet.models.tiny import build_tiny_model
+    from vlmdet.rows import TaskSettings
+
+    default, small = (build_tiny_model(family, tmp_path / str(p), TinySpec(vision_patch_size=p)) for p in (None, 7))
+    base = get_family(family).build_tiny.__module__
+    own = __import__(base, fromlist=["PATCH_SIZE"]).PATCH_SIZE
+    assert AutoConfig.from_pretrained(default).vision_config.patch_size == own
+    config, processor = AutoConfig.from_pretrained(small), AutoProcessor.from_pretrained(small)
+    assert config.vision_config.patch_size == processor.image_processor.patch_size == processor.video_processor.patch_size == 7
+    if family == "qwen2_5_vl":
+        assert config.vision_config.window_size == 7 * 2 * 4
+    assert TaskSettings.for_model(family, processor).codec_settings.get("factor", 14) == 14
+    image = Image.new("RGB", (84, 84), (200, 40, 40))
+    grids = [AutoProcessor.from_pretrained(p).image_processor(images=[image], return_tensors="pt")["image_grid_thw"][0] for p in (default, small)]
+    assert [int(g.prod()) for g in grids] == [36, 144]  # 6x6 patches of 14 (Qwen3-VL: 96 px in patches of 16), 12x12 of 7
+    model = AutoModelForImageTextToText.from_pretrained(small)
+    with torch.no_grad():  # the image tokens the processor writes match the features the tower makes
+        model(**_chat(processor, "Detect.", [image]))
+
+
+def test_the_vision_patch_size_of_a_family_that_fixes_it_is_refused(tmp_path):
+    from vlmdet.families import TinySpec
+    from vlmdet.models.tiny import build_tiny_model
+
+    with pytest.raises(ValueError, match="vision_patch_size is read by the qwen2_vl, qwen2_5_vl, qwen3_vl tiny models only, not paligemma's"):
+        build_tiny_model("paligemma", tmp_path, TinySpec(vision_patch_size=7))
+    assert not any(tmp_path.iterdir())

@@ -16,6 +16,8 @@ from vlmdet.cli import main
 from vlmdet.data.readers import open_dataset
 from vlmdet.families import get_family
 from vlmdet.rows import TaskSettings, canonical_order
+from vlmdet.predict import predictor as predictor_module
+from vlmdet.train.collator import SequenceTooLongError
 from vlmdet.train.config import load_config
 from vlmdet.train.model import param_group
 from vlmdet.train.recipe import train
@@ -63,6 +65,31 @@ def test_per_group_learning_rates_reach_the_optimizer(tiny_model_dir, synth_dir,
             assert param_group(names[id(p)], family) == group["name"]
             seen.add(id(p))
     assert seen == {id(p) for p in grab.model.parameters() if p.requires_grad}
+
+
+def test_the_sft_max_length_reaches_the_collator_a_too_long_sample_stops_the_run(tiny_model_dir, synth_dir, tmp_path):
+    """`max_length` is the limit the batches are built under (an SFTConfig field vlmdet's collator
+    enforces itself): a run whose answers do not fit stops, naming the sample, before step 1."""
+    with pytest.raises(SequenceTooLongError, match=r"sample .* tokens > max_length=30.*never truncates"):
+        train(_cfg(tmp_path, tiny_model_dir("qwen2_5_vl"), synth_dir, "max_length=30"))
+
+
+def test_before_and_after_are_scored_with_the_chosen_confidence(tiny_model_dir, synth_dir, tmp_path, monkeypatch):
+    """eval.confidence decides the boxes' scores (the ranked mAP) before and after training, not
+    only the label in metrics.json."""
+    made = []
+
+    class Recording(predictor_module.Predictor):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self.confidence)
+
+    monkeypatch.setattr("vlmdet.predict.Predictor", Recording)  # the recipe imports it from here when it runs
+    cfg = _cfg(tmp_path, tiny_model_dir("qwen2_5_vl"), synth_dir, "eval.before=true", "eval.after=true", "eval.max_samples=2",
+               "eval.confidence=min")
+    train(cfg)
+    assert len(made) >= 2 and set(made) == {"min"}  # before, after (and the in-training scorer): none with the default
+    assert json.loads((tmp_path / "report.json").read_text())["confidence"] == "min"
 
 
 def test_the_gradient_alarm_fires_inside_a_real_run_and_stops_it(tiny_model_dir, synth_dir, tmp_path, monkeypatch, capsys):

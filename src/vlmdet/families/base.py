@@ -38,6 +38,10 @@ class TinySpec:
     # a 4-8 token image grid, leaving the model nearly blind to x positions.
     rope_theta: float = 10.0
     mrope_section: tuple[int, ...] | None = None  # (t, h, w) frequency pairs; None = family default
+    # Pixels per side of a vision patch (Qwen families); None = the family's own (14; Qwen3-VL 16).
+    # The processor and the codec's resize factor follow it. A tiny vision tower trained from random
+    # weights tells shapes apart far sooner at 7: a 14-pixel patch holds too little of an outline.
+    vision_patch_size: int | None = None
     min_pixels: int = 56 * 56
     max_pixels: int = 128 * 128
     class_names: tuple[str, ...] = ()

@@ -30,12 +30,13 @@ PATCH_SIZE, MERGE_SIZE = 14, 2
 
 
 def build_tiny(out: Path, spec: TinySpec) -> Path:
+    patch = spec.vision_patch_size or PATCH_SIZE
     tokenizer = build_qwen_tokenizer(spec)
     ids = qwen_token_ids(tokenizer)
     image_processor = Qwen2VLImageProcessor(
-        min_pixels=spec.min_pixels, max_pixels=spec.max_pixels, patch_size=PATCH_SIZE, merge_size=MERGE_SIZE
+        min_pixels=spec.min_pixels, max_pixels=spec.max_pixels, patch_size=patch, merge_size=MERGE_SIZE
     )
-    video_processor = Qwen2VLVideoProcessor(patch_size=PATCH_SIZE, merge_size=MERGE_SIZE)
+    video_processor = Qwen2VLVideoProcessor(patch_size=patch, merge_size=MERGE_SIZE)
     processor = Qwen2_5_VLProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
@@ -64,10 +65,10 @@ def build_tiny(out: Path, spec: TinySpec) -> Path:
             intermediate_size=spec.vision_intermediate_size,
             num_heads=spec.vision_heads,
             out_hidden_size=spec.hidden_size,
-            patch_size=PATCH_SIZE,
+            patch_size=patch,
             spatial_merge_size=MERGE_SIZE,
             temporal_patch_size=2,
-            window_size=PATCH_SIZE * MERGE_SIZE * 4,
+            window_size=patch * MERGE_SIZE * 4,
             fullatt_block_indexes=[spec.vision_depth - 1],
         ),
         image_token_id=ids["image_token_id"],

@@ -21,10 +21,11 @@ PATCH_SIZE, MERGE_SIZE = 14, 2
 
 
 def build_tiny(out: Path, spec: TinySpec) -> Path:
+    patch = spec.vision_patch_size or PATCH_SIZE
     tokenizer = build_qwen_tokenizer(spec)
     ids = qwen_token_ids(tokenizer)
-    image_processor = Qwen2VLImageProcessor(min_pixels=spec.min_pixels, max_pixels=spec.max_pixels, patch_size=PATCH_SIZE, merge_size=MERGE_SIZE)
-    video_processor = Qwen2VLVideoProcessor(patch_size=PATCH_SIZE, merge_size=MERGE_SIZE)
+    image_processor = Qwen2VLImageProcessor(min_pixels=spec.min_pixels, max_pixels=spec.max_pixels, patch_size=patch, merge_size=MERGE_SIZE)
+    video_processor = Qwen2VLVideoProcessor(patch_size=patch, merge_size=MERGE_SIZE)
     processor = Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor, chat_template=QWEN2_VL_CHAT_TEMPLATE)
     config = Qwen2VLConfig(
         text_config=dict(
@@ -47,7 +48,7 @@ def build_tiny(out: Path, spec: TinySpec) -> Path:
             hidden_size=spec.hidden_size,  # the merger's output: the language model's width
             mlp_ratio=max(1, spec.vision_intermediate_size // spec.vision_hidden_size),
             num_heads=spec.vision_heads,
-            patch_size=PATCH_SIZE,
+            patch_size=patch,
             spatial_merge_size=MERGE_SIZE,
             temporal_patch_size=2,
         ),

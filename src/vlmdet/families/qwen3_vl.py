@@ -19,17 +19,18 @@ PATCH_SIZE, MERGE_SIZE = 16, 2
 
 
 def build_tiny(out: Path, spec: TinySpec) -> Path:
+    patch = spec.vision_patch_size or PATCH_SIZE
     tokenizer = build_qwen_tokenizer(spec)
     ids = qwen_token_ids(tokenizer)
     image_processor = Qwen2VLImageProcessor(
         min_pixels=spec.min_pixels,
         max_pixels=spec.max_pixels,
-        patch_size=PATCH_SIZE,
+        patch_size=patch,
         merge_size=MERGE_SIZE,
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
     )
-    video_processor = Qwen3VLVideoProcessor(patch_size=PATCH_SIZE, merge_size=MERGE_SIZE)
+    video_processor = Qwen3VLVideoProcessor(patch_size=patch, merge_size=MERGE_SIZE)
     processor = Qwen3VLProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
@@ -72,7 +73,7 @@ def build_tiny(out: Path, spec: TinySpec) -> Path:
             intermediate_size=spec.vision_intermediate_size,
             num_heads=spec.vision_heads,
             out_hidden_size=spec.hidden_size,
-            patch_size=PATCH_SIZE,
+            patch_size=patch,
             spatial_merge_size=MERGE_SIZE,
             temporal_patch_size=2,
             num_position_embeddings=16 * 16,

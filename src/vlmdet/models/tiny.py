@@ -19,6 +19,7 @@ from transformers import GenerationConfig, set_seed
 from vlmdet.families import TinySpec, get_family
 
 TINY_INFO_FILE = "vlmdet_tiny.json"
+PATCH_SIZE_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")  # the families whose build reads TinySpec.vision_patch_size
 
 
 def build_tiny_model(family: str, out_dir: str | Path, spec: TinySpec | None = None, **overrides: Any) -> Path:
@@ -27,6 +28,9 @@ def build_tiny_model(family: str, out_dir: str | Path, spec: TinySpec | None = N
     ``overrides`` replace fields of :class:`TinySpec` (e.g. ``hidden_size=256``).
     """
     spec = replace(spec or TinySpec(), **overrides)
+    if spec.vision_patch_size is not None and family not in PATCH_SIZE_FAMILIES:
+        raise ValueError(f"tiny.vision_patch_size is read by the {', '.join(PATCH_SIZE_FAMILIES)} tiny models only, not {family}'s "
+                         "(its patch size is fixed by its processor); remove the setting")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(spec.seed)
