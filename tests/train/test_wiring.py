@@ -15,8 +15,8 @@ from tests.conftest import FAST_TRAIN
 from vlmdet.cli import main
 from vlmdet.data.readers import open_dataset
 from vlmdet.families import get_family
-from vlmdet.rows import TaskSettings, canonical_order
 from vlmdet.predict import predictor as predictor_module
+from vlmdet.rows import TaskSettings, canonical_order
 from vlmdet.train.collator import SequenceTooLongError
 from vlmdet.train.config import load_config
 from vlmdet.train.model import param_group
@@ -76,7 +76,7 @@ def test_the_sft_max_length_reaches_the_collator_a_too_long_sample_stops_the_run
 
 def test_before_and_after_are_scored_with_the_chosen_confidence(tiny_model_dir, synth_dir, tmp_path, monkeypatch):
     """eval.confidence decides the boxes' scores (the ranked mAP) before and after training, not
-    only the label in metrics.json."""
+    only the label in report.json."""
     made = []
 
     class Recording(predictor_module.Predictor):
