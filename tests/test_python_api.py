@@ -197,7 +197,8 @@ def test_an_eval_of_several_datasets_shows_each_with_its_own_images_and_baseline
     from vlmdet.data.synth import write_synthetic_coco
 
     other = write_synthetic_coco(tmp_path / "other", seed=5, splits={"train": 8, "val": 4})
-    scores = vlmdet.evaluate(tiny_model_dir("qwen2_5_vl"), [synth_dir, other], split="val", out=tmp_path / "ev", max_samples=3, max_new_tokens=4)
+    scores = vlmdet.evaluate(tiny_model_dir("qwen2_5_vl"), [synth_dir, other], split="val", out=tmp_path / "ev", max_samples=3, max_new_tokens=4,
+                            generation={"repetition_penalty": 1.3})
     assert len(scores.evals) == 2
     page = scores._repr_html_()
     sections = page.split("vlmdet eval: ")[1:]
@@ -206,6 +207,8 @@ def test_an_eval_of_several_datasets_shows_each_with_its_own_images_and_baseline
         own = json.loads((tmp_path / "ev" / name / "metrics.json").read_text())
         assert section.count("<img") == len(list((tmp_path / "ev" / name / "images").glob("*.png"))) > 0
         assert "<th>baseline: mean box</th>" in section and own["baselines"]["results"]
+        # the generation settings reach every model's decoding (metrics.json states them)
+        assert own[str(tiny_model_dir("qwen2_5_vl"))]["decoding"]["overrides"] == {"repetition_penalty": 1.3}
 
 
 def test_the_doctor_table_in_a_notebook_has_one_row_per_check_and_the_fix_of_a_failure():

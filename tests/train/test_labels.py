@@ -75,6 +75,17 @@ def test_too_long_is_an_error_naming_the_sample_never_a_truncation(tiny_model_di
         DetectionCollator(processor, max_length=40)(rows)
 
 
+def test_a_sample_of_exactly_max_length_tokens_fits(tiny_model_dir, train_split):
+    """max_length is the longest allowed sequence, as in TRL: a row of exactly that many tokens trains."""
+    processor = AutoProcessor.from_pretrained(tiny_model_dir("qwen2_5_vl"))
+    settings = TaskSettings.for_model("qwen2_5_vl", processor, classes=train_split.classes)
+    rows = [settings.row(s) | {"id": s.source} for s in train_split.samples[:2]]
+    longest = int(DetectionCollator(processor)(rows)["attention_mask"].sum(dim=1).max())
+    assert int(DetectionCollator(processor, max_length=longest)(rows)["attention_mask"].sum(dim=1).max()) == longest
+    with pytest.raises(SequenceTooLongError, match=rf"needs {longest} tokens > max_length={longest - 1}"):
+        DetectionCollator(processor, max_length=longest - 1)(rows)
+
+
 def test_crowd_regions_are_not_targets(tiny_model_dir, train_split):
     import numpy as np
 

@@ -158,7 +158,9 @@ def test_a_run_that_does_not_beat_the_base_says_so(tiny_model_dir, synth_dir, tm
     args = [f"model={tiny_model_dir('qwen2_5_vl')}", f"data={synth_dir}", f"output_dir={tmp_path}", "max_steps=1", "save_strategy=no",
             *FAST_TRAIN, "eval_steps=1000", "eval.max_samples=2", "eval.max_new_tokens=8"]
     assert main(["train", *args]) == 0  # one step from random weights: junk before, junk after
-    assert "WARNING: the fine-tuned model is not better than the base on mAP50" in capsys.readouterr().err
+    err = capsys.readouterr().err  # warnings go to stderr, where a script piping stdout still sees them
+    assert "WARNING: the fine-tuned model is not better than the base on mAP50" in err
+    assert "WARNING: the fine-tuned model does not beat a box that ignores the image: mAP50 0.000 vs" in err
     assert "**Verdict:** the fine-tuned model is NOT better than the base on mAP50 (0.000 -> 0.000)" in (tmp_path / "report.md").read_text()
 
 
