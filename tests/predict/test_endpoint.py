@@ -252,6 +252,9 @@ def test_settings_that_cannot_be_known_or_sent_are_refused(synth_dir, tmp_path, 
         from vlmdet.predict.decoding import Decoding
 
         EndpointPredictor(spec.url, "m", settings, decoding=Decoding({"do_sample": True}))
+    with pytest.raises(ValueError, match=r"unknown confidence 'median': use one of geometric_mean, min, mean, product"):
+        EndpointPredictor(spec.url, "m", settings, confidence="median")  # before any request, as the local predictor
+    assert EndpointPredictor(spec.url, "m", settings, confidence="min").confidence == "min"
 
 
 def test_a_server_that_strips_special_tokens_is_called_out_for_families_that_write_them(fake, synth_dir, tmp_path, tiny_model_dir, capsys):

@@ -189,6 +189,14 @@ def strip_answer(text: str, spans: Sequence[tuple[int, int]]) -> tuple[str, list
     return text.strip(), [(max(0, s - lead), max(0, e - lead)) for s, e in spans]
 
 
+def check_confidence(kind: str) -> str:
+    """``kind`` if it is one of :data:`~vlmdet.config.CONFIDENCE_KINDS`, else a ``ValueError`` naming
+    them; predictors call it when they are built, so a wrong name fails before any image is generated."""
+    if kind not in CONFIDENCE_KINDS:
+        raise ValueError(f"unknown confidence {kind!r}: use one of {', '.join(CONFIDENCE_KINDS)}")
+    return kind
+
+
 def span_confidence(span: tuple[int, int], token_spans: Sequence[tuple[int, int]], logprobs: Sequence[float], kind: str = "geometric_mean") -> float:
     """Confidence of one box from the log-probabilities of the tokens that wrote it.
 
@@ -211,4 +219,5 @@ def span_confidence(span: tuple[int, int], token_spans: Sequence[tuple[int, int]
         return sum(math.exp(lp) for lp in picked) / len(picked)
     if kind == "product":
         return math.exp(sum(picked))
-    raise ValueError(f"unknown confidence kind {kind!r}; use {', '.join(CONFIDENCE_KINDS)}")
+    check_confidence(kind)
+    raise AssertionError(f"confidence {kind!r} is listed in CONFIDENCE_KINDS but not computed here")

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmdet.data.sample import Sample
-from vlmdet.predict.decoding import Decoding, strip_answer
+from vlmdet.predict.decoding import Decoding, check_confidence, strip_answer
 from vlmdet.predict.predictor import Answer, Prediction, prediction_of
 from vlmdet.rows import TaskSettings
 
@@ -202,7 +202,7 @@ class EndpointPredictor:
         if not self.decoding.greedy:
             raise ValueError("scoring a served model needs greedy decoding (a server's sampling or beam search cannot be reproduced); "
                              "drop the sampling / num_beams overrides")
-        self.confidence = confidence
+        self.confidence = check_confidence(confidence)
         self.seed = int(seed)
         self.cache = AnswerCache(Path(cache_file) if cache_file else None)
         if settings.family_spec.answer_layout != "chat":

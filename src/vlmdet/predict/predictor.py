@@ -30,10 +30,9 @@ import torch
 from transformers import LogitsProcessorList
 
 from vlmdet.codecs import Decoded
-from vlmdet.config import CONFIDENCE_KINDS
 from vlmdet.data.sample import Sample
 from vlmdet.models.loading import model_dtype
-from vlmdet.predict.decoding import Decoding, TokenLogprobs, span_confidence, strip_answer, token_char_spans
+from vlmdet.predict.decoding import Decoding, TokenLogprobs, check_confidence, span_confidence, strip_answer, token_char_spans
 from vlmdet.rows import TaskSettings
 
 
@@ -91,9 +90,7 @@ class Predictor:
         self.batch_size = max(1, int(batch_size))
         self.max_new_tokens = int(max_new_tokens or settings.max_new_tokens)
         self.decoding = decoding if isinstance(decoding, Decoding) else Decoding(decoding)
-        if confidence not in CONFIDENCE_KINDS:  # before any image is generated, not at the first box
-            raise ValueError(f"unknown confidence {confidence!r}: use one of {', '.join(CONFIDENCE_KINDS)}")
-        self.confidence = confidence
+        self.confidence = check_confidence(confidence)
         self.tokenizer = getattr(processor, "tokenizer", processor)
         self.layout = settings.family_spec.answer_layout
         self.seq2seq = self.layout == "seq2seq"
