@@ -90,14 +90,14 @@ def test_each_box_confidence_is_made_the_way_the_predictor_was_asked(tiny_model_
     def confidences(**kwargs):
         preds = Predictor(model, base.processor, settings, **kwargs).predict(samples)
         assert all(len(p.confidences) == len(p.boxes) > 0 for p in preds)
-        return [c for p in preds for c in p.confidences], preds
+        return [c for p in preds for c in p.confidences]
 
-    default, _ = confidences()
-    assert default == confidences(confidence="geometric_mean")[0]  # the default is the geometric mean
+    default = confidences()
+    assert default == confidences(confidence="geometric_mean")  # the default is the geometric mean
     assert all(0.5 < c < 0.9 for c in default), default
-    assert confidences(confidence="min")[0] == pytest.approx([0.5] * len(default), abs=1e-4)
-    assert all(m >= g - 1e-6 for m, g in zip(confidences(confidence="mean")[0], default))  # arithmetic >= geometric mean
-    assert all(c < g for c, g in zip(confidences(confidence="product")[0], default))
+    assert confidences(confidence="min") == pytest.approx([0.5] * len(default), abs=1e-4)
+    assert all(m >= g - 1e-6 for m, g in zip(confidences(confidence="mean"), default))  # arithmetic >= geometric mean
+    assert all(c < g for c, g in zip(confidences(confidence="product"), default))
     # the free function behind it has the same default
     raw = Predictor(model, base.processor, settings).generate_answers(samples, [s.load_image() for s in samples])
     assert [c for s, a in zip(samples, raw) for c in prediction_of(settings, s, a).confidences] == default
