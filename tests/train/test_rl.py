@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from transformers import AutoProcessor
@@ -121,3 +122,44 @@ def test_rl_scores_with_the_settings_it_was_given_and_trains_each_part_at_its_ow
     assert report["confidence"] == "min"
     assert list(report["before"]["by_score"]) == list(report["after"]["by_score"]) == ["min"]
     assert seen == {"vision": 1e-6, "projector": 2e-5, "language": 3e-4}, seen
+
+
+def test_the_rl_demo_trains_the_sft_demo_first_then_scores_three_models(short_run, synth_dir, tmp_path, monkeypatch, capfd):
+    # `vlmdet rl` with no arguments: when its starting model is missing it trains the SFT demo as
+    # shipped into that folder, runs GRPO from it, continues the SFT run for GRPO's wall time and
+    # scores the three side by side. The SFT runs are stood in for by an already trained run (the
+    # SFT demo is 10 minutes; `vlmdet train` itself is tested in tests/train); GRPO and the scoring run.
+    import importlib
+    import shutil
+
+    from vlmdet.train.rl import rl_demo
+
+    recipe = importlib.import_module("vlmdet.train.recipe")  # `vlmdet.train` the attribute is the function
+
+    calls = []
+
+    def sft_stand_in(cfg):
+        calls.append(cfg)
+        shutil.copytree(short_run.output_dir, cfg.output_dir, dirs_exist_ok=True)
+        return short_run
+
+    monkeypatch.setattr(recipe, "train", sft_stand_in)
+    sft, out = tmp_path / "sft", tmp_path / "rl"
+    assert rl_demo([f"model={sft}", f"data={synth_dir}", f"output_dir={out}", *_rl_args(sft, synth_dir, out)[3:]]) == 0
+    first, continued = calls
+    assert first.model == "tiny:qwen2_5_vl" and first.data == "synth" and Path(first.output_dir) == sft
+    assert first.trainer_args["max_steps"] == 2000  # the SFT demo as it ships (configs/demo.yaml)
+    grpo = json.loads((out / "report.json").read_text())
+    assert grpo["method"] == "grpo" and grpo["steps"] == 2
+    assert continued.model == str(sft) and continued.data == str(synth_dir) and Path(continued.output_dir) == out / "sft-continued"
+    assert continued.max_seconds == pytest.approx(grpo["train_seconds"], abs=0.05)
+    args = continued.trainer_args
+    assert (args["lr_scheduler_type"], args["warmup_steps"], args["learning_rate"]) == ("constant", 0, 1e-4)  # GRPO's learning rate
+    metrics = json.loads((out / "comparison" / "metrics.json").read_text())
+    names = ["SFT (start)", "SFT + GRPO", "SFT continued (same wall time)"]
+    assert [metrics[n]["model"] for n in names] == [str(sft), str(out), str(out / "sft-continued")]
+    assert all(0 <= metrics[n]["map50"] <= 1 and "mean_reward" in metrics[n] for n in names)
+    table = (out / "comparison" / "report.md").read_text()
+    assert "| " + " | ".join(names) + " |" in table and "| mean reward |" in table
+    err = capfd.readouterr().err  # the progress bars say which scoring of the GRPO run is going on
+    assert "before:" in err and "after:" in err
