@@ -145,7 +145,7 @@ def test_the_rl_demo_trains_the_sft_demo_first_then_scores_three_models(short_ru
 
     monkeypatch.setattr(recipe, "train", sft_stand_in)
     sft, out = tmp_path / "sft", tmp_path / "rl"
-    assert rl_demo([f"model={sft}", f"data={synth_dir}", f"output_dir={out}", *_rl_args(sft, synth_dir, out)[3:]]) == 0
+    assert rl_demo(_rl_args(sft, synth_dir, out)) == 0
     first, continued = calls
     assert first.model == "tiny:qwen2_5_vl" and first.data == "synth" and Path(first.output_dir) == sft
     assert first.trainer_args["max_steps"] == 2000  # the SFT demo as it ships (configs/demo.yaml)
